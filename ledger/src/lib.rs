@@ -1,1 +1,28 @@
-//! attest-ledger
+//! attest-ledger: the event-sourced, hash-chained audit ledger.
+//!
+//! - [`event`]: the audit domain's events.
+//! - [`codec`]: the only place bytes are made (bincode 2.0.1, record framing, hash rule).
+//! - [`rules`]: the integrity rules, one `apply` for live appends and verification.
+//! - [`ledger`]: the API — [`Ledger`], [`RunHandle`], [`StateHandle`].
+//! - [`verify`]: chain, sequence, projection and payload verification.
+//! - [`lineage`]: how an output came to be, from indexes.
+//!
+//! The on-disk format is specified in `docs/ledger-format.md`.
+
+pub mod canonical;
+pub mod codec;
+pub mod error;
+pub mod event;
+pub mod ids;
+pub mod ledger;
+pub mod projection;
+pub mod rules;
+pub mod store;
+pub mod verify;
+mod writer;
+
+pub use error::{LedgerError, Result, Rule, RuleViolation};
+pub use event::*;
+pub use ids::*;
+pub use ledger::{CallHandle, Commit, Ledger, Pending, RunHandle, RunStart, StateHandle};
+pub use writer::{Durability, Item, Receipt};
