@@ -86,3 +86,132 @@ fn a_small_run_appends_and_verifies() {
     assert!(report.ok(), "{:?}", report.failure);
     assert_eq!(report.events, 12);
 }
+
+#[test]
+fn lineage_follows_a_fork_to_both_sinks() {
+    use attest_ledger::lineage::LineageQuery;
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(dir.path()).unwrap();
+    let run = ledger
+        .start_run(RunStart {
+            config: b"cfg".to_vec(),
+            engine_version: "test".into(),
+            started_at_ms: 2,
+        })
+        .unwrap();
+    let reg = |node: &str, kind| Event::NodeRegistered {
+        node: n(node),
+        kind,
+        plugin: "p".into(),
+        config_hash: Hash32::ZERO,
+    };
+    run.append(vec![
+        reg("src", NodeKind::Source),
+        reg("gate", NodeKind::Gate),
+        reg("a", NodeKind::Sink),
+        reg("b", NodeKind::Sink),
+    ])
+    .unwrap();
+    let value = serde_json::json!({"id": 1});
+    let h = ledger.put_value(&value).unwrap();
+    run.append(vec![Event::RowIngested {
+        row: 0,
+        source: n("src"),
+        payload: h,
+    }])
+    .unwrap();
+    let t0 = TokenId::for_row(0);
+    let st = run
+        .open_state(Subject::Token(t0.clone()), n("gate"), h)
+        .unwrap();
+    st.close(StateResult::Completed { output: h }, 1).unwrap();
+    let (ca, cb) = (TokenId::fork_child(&t0, "a"), TokenId::fork_child(&t0, "b"));
+    run.append(vec![
+        Event::RouteDecided {
+            state: st.id().clone(),
+            token: t0.clone(),
+            label: "fork".into(),
+            to: vec![n("a"), n("b")],
+        },
+        Event::TokenForked {
+            parent: t0.clone(),
+            children: vec![
+                ForkChild {
+                    token: ca.clone(),
+                    branch: "a".into(),
+                },
+                ForkChild {
+                    token: cb.clone(),
+                    branch: "b".into(),
+                },
+            ],
+        },
+        Event::TokenOutcome {
+            token: ca.clone(),
+            outcome: Outcome::Completed {
+                write: SinkWrite {
+                    sink: n("a"),
+                    ordinal: 0,
+                },
+            },
+        },
+        Event::TokenOutcome {
+            token: cb.clone(),
+            outcome: Outcome::Completed {
+                write: SinkWrite {
+                    sink: n("b"),
+                    ordinal: 0,
+                },
+            },
+        },
+    ])
+    .unwrap();
+
+    let by_row = ledger
+        .lineage(run.id(), &LineageQuery::Row(0))
+        .unwrap()
+        .unwrap();
+    let names: Vec<_> = by_row.tokens.iter().map(|t| t.token.as_str()).collect();
+    assert_eq!(names, ["t0", "t0.a", "t0.b"]);
+    assert_eq!(by_row.source_rows[0].value.as_ref(), Some(&value));
+    assert_eq!(by_row.tokens[0].outcome.as_ref().unwrap().outcome, "forked");
+    assert_eq!(by_row.tokens[0].routes[0].label, "fork");
+    assert_eq!(by_row.tokens[0].states[0].output.as_ref(), Some(&value));
+
+    let by_output = ledger
+        .lineage(
+            run.id(),
+            &LineageQuery::Output {
+                sink: n("b"),
+                ordinal: 0,
+            },
+        )
+        .unwrap()
+        .unwrap();
+    assert_eq!(by_output.focus, "t0.b");
+    let names: Vec<_> = by_output.tokens.iter().map(|t| t.token.as_str()).collect();
+    assert_eq!(names, ["t0", "t0.b"], "ancestry, not the sibling branch");
+    assert_eq!(
+        by_output.tokens[1]
+            .outcome
+            .as_ref()
+            .unwrap()
+            .sink
+            .as_deref(),
+        Some("b")
+    );
+    assert!(ledger
+        .lineage(run.id(), &LineageQuery::Row(5))
+        .unwrap()
+        .is_none());
+    assert!(ledger
+        .lineage(
+            run.id(),
+            &LineageQuery::Output {
+                sink: n("a"),
+                ordinal: 1
+            }
+        )
+        .unwrap()
+        .is_none());
+}
