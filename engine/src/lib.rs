@@ -2,4 +2,6 @@
 //!
 //! The engine writes to the audit trail only through `attest_ledger`'s API.
 
+pub mod plan;
+pub mod run;
 pub mod value;
