@@ -5,3 +5,4 @@
 pub mod plan;
 pub mod run;
 pub mod value;
+pub mod transforms;

@@ -1,0 +1,9 @@
+//! Row transforms that need no external service (ELSPETH-CONFIG §4).
+
+mod field_mapper;
+mod passthrough;
+mod truncate;
+
+pub use field_mapper::FieldMapper;
+pub use passthrough::Passthrough;
+pub use truncate::Truncate;
