@@ -1,0 +1,6 @@
+//! Pipeline configuration: the YAML settings file, read into typed structures.
+
+#![allow(dead_code)] // Filled in by the following commits.
+
+mod error;
+mod yaml;
