@@ -2,5 +2,9 @@
 
 #![allow(dead_code)] // Filled in by the following commits.
 
+mod decode;
+mod env;
 mod error;
+mod names;
+mod schema;
 mod yaml;
