@@ -5,6 +5,7 @@
 mod decode;
 mod env;
 mod error;
+mod graph;
 mod names;
 mod schema;
 mod yaml;
