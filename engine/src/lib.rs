@@ -2,7 +2,8 @@
 //!
 //! The engine writes to the audit trail only through `attest_ledger`'s API.
 
+pub mod config;
 pub mod plan;
 pub mod run;
-pub mod value;
 pub mod transforms;
+pub mod value;
