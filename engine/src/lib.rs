@@ -3,6 +3,7 @@
 //! The engine writes to the audit trail only through `attest_ledger`'s API.
 
 pub mod config;
+pub mod expr;
 pub mod plan;
 pub mod run;
 pub mod transforms;

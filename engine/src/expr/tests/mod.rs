@@ -1,0 +1,1 @@
+//! Tests of the whole language through the public API.
