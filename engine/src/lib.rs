@@ -2,6 +2,7 @@
 //!
 //! The engine writes to the audit trail only through `attest_ledger`'s API.
 
+pub mod build;
 pub mod config;
 pub mod expr;
 pub mod plan;
