@@ -165,6 +165,7 @@ struct Decl {
 struct PendingEdge {
     from: usize,
     label: EdgeLabel,
+
     to: usize,
     connection: Option<String>,
     branch: Option<String>,
@@ -364,13 +365,7 @@ pub(crate) fn build(w: &Wiring, d: &mut Diagnostics) -> Option<Graph> {
                 ),
             );
         }
-        success(
-            target,
-            0,
-            "the source's on_success".to_string(),
-            &mut edges,
-            d,
-        );
+        success(target, 0, "source's on_success".to_string(), &mut edges, d);
     }
     for (s, &id) in w.transforms.iter().zip(&transform_ids) {
         if let Some(target) = &s.on_success {
@@ -723,7 +718,23 @@ pub(crate) fn build(w: &Wiring, d: &mut Diagnostics) -> Option<Graph> {
         .map(|(pos, &old)| {
             let decl = &decls[old];
             let mut node_edges: Vec<&PendingEdge> = out[old].iter().map(|&i| &edges[i]).collect();
-            node_edges.sort_by_key(|e| edge_rank(&e.label));
+            // Routes in file order and forks in fork_to order, whatever order they were
+            // resolved in.
+            let gate = (decl.kind == NodeKind::Gate)
+                .then(|| w.gates.get(decl.index))
+                .flatten();
+            node_edges.sort_by_key(|e| {
+                let position = match (&e.label, gate) {
+                    (EdgeLabel::Route(label), Some(g)) => {
+                        g.routes.iter().position(|(l, _)| &l.value == label)
+                    }
+                    (EdgeLabel::Fork(branch), Some(g)) => {
+                        g.fork_to.iter().position(|b| &b.value == branch)
+                    }
+                    _ => None,
+                };
+                (edge_rank(&e.label), position.unwrap_or(0))
+            });
             GraphNode {
                 id: NodeId(pos),
                 kind: decl.kind,
