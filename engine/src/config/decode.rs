@@ -312,6 +312,9 @@ pub(crate) fn int_of(node: &Node, what: &str, d: &mut Diagnostics) -> Option<i64
         }
         _ => {}
     }
+    if node.reported {
+        return None;
+    }
     d.error(
         node.loc,
         format!("{what} must be an integer; found {}", node.describe()),
@@ -337,6 +340,7 @@ pub(crate) fn float_of(node: &Node, what: &str, d: &mut Diagnostics) -> Option<f
             );
             None
         }
+        None if node.reported => None,
         None => {
             d.error(
                 node.loc,
@@ -357,6 +361,9 @@ pub(crate) fn bool_of(node: &Node, what: &str, d: &mut Diagnostics) -> Option<bo
         },
         _ => {}
     }
+    if node.reported {
+        return None;
+    }
     d.error(
         node.loc,
         format!(
@@ -376,6 +383,7 @@ pub(crate) fn choice_of(
     let s = str_of(node, what, d)?;
     match choices.iter().find(|c| **c == s) {
         Some(c) => Some(c),
+        None if node.reported => None,
         None => {
             d.error(
                 node.loc,
