@@ -461,8 +461,18 @@ fn llm_pool_rules_each_name_their_key() {
     );
     expect(
         &pool("    pool_size: 1.5\n"),
-        &[(16, 16, "`pool_size` must be an integer")],
+        &[(
+            16,
+            16,
+            "`pool_size` must be an integer; found the number `1.5`",
+        )],
     );
+    // A whole float is an integer (as Pydantic reads it).
+    let ok = parse_str(&pool("    pool_size: 4.0\n"), "p.yaml", &no_env).unwrap();
+    let TransformOptions::Llm(llm) = &ok.transforms[0].options else {
+        panic!()
+    };
+    assert_eq!(llm.pool.pool_size, 4);
     // A 0 recovery step is fine with a minimum delay above 0.
     let ok = parse_str(
         &pool("    recovery_step_ms: 0\n    min_dispatch_delay_ms: 10\n"),
