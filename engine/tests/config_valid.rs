@@ -563,3 +563,31 @@ sinks: {out: {plugin: csv, options: {path: 'no', schema: *schema}}}
     assert_eq!(csv.skip_rows, 8);
     assert_eq!(c.sinks[0].options.schema.mode, SchemaMode::Observed);
 }
+
+#[test]
+fn labels_of_one_gate_may_share_a_connection() {
+    let c = load_ok(
+        "source: {plugin: csv, on_success: a, options: {path: a.csv, schema: {mode: observed}, on_validation_failure: discard}}
+gates:
+- {name: g, input: a, condition: \"row['k']\", routes: {x: next, y: next, z: out}}
+transforms:
+- {name: t, plugin: passthrough, input: next, on_success: out, on_error: discard}
+sinks: {out: {plugin: csv, options: {path: b.csv}}}
+",
+    );
+    let g = c.graph.find(NodeKind::Gate, "g").unwrap();
+    let labels: Vec<(&EdgeLabel, &str)> = g
+        .edges
+        .iter()
+        .map(|e| (&e.label, c.graph.node(e.to).unwrap().name.as_str()))
+        .collect();
+    // Both labels lead through the one connection; each keeps its own edge.
+    assert_eq!(
+        labels,
+        vec![
+            (&EdgeLabel::Route("x".into()), "t"),
+            (&EdgeLabel::Route("y".into()), "t"),
+            (&EdgeLabel::Route("z".into()), "out"),
+        ]
+    );
+}

@@ -409,6 +409,7 @@ pub(crate) fn build(w: &Wiring, d: &mut Diagnostics) -> Option<Graph> {
     }
 
     // Gate routes. Labels of one gate may share a destination connection.
+    let mut shared_routes: Vec<(usize, String, String)> = Vec::new();
     for (g, &id) in w.gates.iter().zip(&gate_ids) {
         let mut own: HashSet<&str> = HashSet::new();
         for (label, dest) in &g.routes {
@@ -437,6 +438,10 @@ pub(crate) fn build(w: &Wiring, d: &mut Diagnostics) -> Option<Graph> {
                     d,
                     &decls,
                 );
+            } else {
+                // Another label to a connection this gate already produces: one producer,
+                // but the label still needs its own edge.
+                shared_routes.push((id, label.value.clone(), dest.value.clone()));
             }
         }
     }
@@ -578,6 +583,17 @@ pub(crate) fn build(w: &Wiring, d: &mut Diagnostics) -> Option<Graph> {
                     sink_list()
                 ),
             ),
+        }
+    }
+    for (gate, label, conn) in shared_routes {
+        if let Some((consumer, _)) = consumers.get(&conn) {
+            edges.push(PendingEdge {
+                from: gate,
+                label: EdgeLabel::Route(label),
+                to: *consumer,
+                connection: Some(conn),
+                branch: None,
+            });
         }
     }
     let mut unproduced: Vec<(&String, &(usize, Loc))> = consumers
