@@ -65,7 +65,13 @@ pub(crate) fn parse_coalesce(
     let before = d.error_count();
     let raw_name = f.req_str("name", d);
     let name = raw_name.as_ref().and_then(|n| node_name(n, d));
-    let branches = f.required("branches", d).and_then(|n| branches(n, d));
+    // The graph gets whatever branches could be read, even when the list as a whole is
+    // wrong, so that the forks feeding them are not reported as well.
+    let (branch_list, branches_ok) = match f.required("branches", d) {
+        Some(n) => branches(n, d),
+        None => (Vec::new(), false),
+    };
+    let branches = branches_ok.then(|| branch_list.clone());
     let policy = f
         .opt_choice(
             "policy",
@@ -159,7 +165,7 @@ pub(crate) fn parse_coalesce(
         _ => {}
     }
 
-    if raw_name.is_none() || branches.is_none() {
+    if raw_name.is_none() || branch_list.is_empty() {
         *incomplete = true;
     }
     let graph_name = raw_name
@@ -167,9 +173,8 @@ pub(crate) fn parse_coalesce(
         .unwrap_or_else(|| Located::new(format!("#{}", node.loc.line), node.loc));
     let wiring = CoalesceW {
         name: graph_name,
-        branches: branches
+        branches: branch_list
             .iter()
-            .flatten()
             .map(|b| (b.name.clone(), b.input.clone()))
             .collect(),
         on_success: on_success.clone(),
@@ -195,7 +200,8 @@ pub(crate) fn parse_coalesce(
 }
 
 /// `[a, b]` (each branch arrives on its own name) or `{a: conn_a, b: conn_b}`.
-fn branches(node: &Node, d: &mut Diagnostics) -> Option<Vec<CoalesceBranch>> {
+fn branches(node: &Node, d: &mut Diagnostics) -> (Vec<CoalesceBranch>, bool) {
+    let before = d.error_count();
     let mut out: Vec<CoalesceBranch> = Vec::new();
     match &node.kind {
         Kind::Seq(items) => {
@@ -211,7 +217,10 @@ fn branches(node: &Node, d: &mut Diagnostics) -> Option<Vec<CoalesceBranch>> {
             }
         }
         Kind::Map(_) => {
-            for (name, value) in string_keyed(node, "`branches`", d)? {
+            let Some(pairs) = string_keyed(node, "`branches`", d) else {
+                return (out, false);
+            };
+            for (name, value) in pairs {
                 let name = connection_name(&name, "coalesce branch", d).unwrap_or(name);
                 let Some(input) = located_str(value, "a branch's input connection", d) else {
                     continue;
@@ -229,12 +238,13 @@ fn branches(node: &Node, d: &mut Diagnostics) -> Option<Vec<CoalesceBranch>> {
                     node.describe()
                 ),
             );
-            return None;
+            return (out, false);
         }
     }
     let mut seen = HashSet::new();
-    for b in &out {
-        if !seen.insert(b.name.value.as_str()) {
+    out.retain(|b| {
+        let first = seen.insert(b.name.value.clone());
+        if !first {
             d.error(
                 b.name.loc,
                 format!(
@@ -242,9 +252,9 @@ fn branches(node: &Node, d: &mut Diagnostics) -> Option<Vec<CoalesceBranch>> {
                     b.name.value
                 ),
             );
-            return None;
         }
-    }
+        first
+    });
     if out.len() < 2 {
         d.error(
             node.loc,
@@ -253,7 +263,7 @@ fn branches(node: &Node, d: &mut Diagnostics) -> Option<Vec<CoalesceBranch>> {
                 out.len()
             ),
         );
-        return None;
     }
-    Some(out)
+    let ok = d.error_count() == before;
+    (out, ok)
 }

@@ -78,7 +78,7 @@ fn exact_column(value: &str, node: &Node, text: &str) -> Option<usize> {
         return None;
     }
     // +1: columns are 1-based.
-    Some(end - closing - len + 1)
+    end.checked_sub(closing + len).map(|c| c + 1)
 }
 
 #[cfg(test)]

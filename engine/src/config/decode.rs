@@ -300,17 +300,23 @@ pub(crate) fn located_str(node: &Node, what: &str, d: &mut Diagnostics) -> Optio
     str_of(node, what, d).map(|s| Located::new(s, node.loc))
 }
 
-/// Integers; a string produced by `${...}` expansion is read as one when it spells one
+/// Integers (and floats with no fractional part); a string produced by `${...}` expansion
+/// is read as one when it spells one
 /// (ELSPETH expands after parsing and lets Pydantic convert, so `${N:-4}` is usable).
 pub(crate) fn int_of(node: &Node, what: &str, d: &mut Diagnostics) -> Option<i64> {
     match &node.kind {
         Kind::Int(i) => return Some(*i),
+        // `100.0` is a whole number, as Pydantic's int fields accept; `1.5` is not.
+        Kind::Float(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => return Some(*f as i64),
         Kind::Str(s) if node.expanded => {
             if let Ok(i) = s.trim().parse::<i64>() {
                 return Some(i);
             }
         }
         _ => {}
+    }
+    if node.reported {
+        return None;
     }
     d.error(
         node.loc,
@@ -337,6 +343,7 @@ pub(crate) fn float_of(node: &Node, what: &str, d: &mut Diagnostics) -> Option<f
             );
             None
         }
+        None if node.reported => None,
         None => {
             d.error(
                 node.loc,
@@ -357,6 +364,9 @@ pub(crate) fn bool_of(node: &Node, what: &str, d: &mut Diagnostics) -> Option<bo
         },
         _ => {}
     }
+    if node.reported {
+        return None;
+    }
     d.error(
         node.loc,
         format!(
@@ -376,6 +386,7 @@ pub(crate) fn choice_of(
     let s = str_of(node, what, d)?;
     match choices.iter().find(|c| **c == s) {
         Some(c) => Some(c),
+        None if node.reported => None,
         None => {
             d.error(
                 node.loc,

@@ -25,7 +25,10 @@ pub(crate) fn expand_tree(node: &mut Node, env: EnvLookup<'_>, diag: &mut Diagno
                     // Columns inside the value no longer match the file text.
                     node.style = Style::Other;
                 }
-                Err(message) => diag.error(node.loc, message),
+                Err(message) => {
+                    diag.error(node.loc, message);
+                    node.reported = true;
+                }
             }
         }
         Kind::Seq(items) => {

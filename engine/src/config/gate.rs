@@ -128,7 +128,8 @@ pub(crate) fn parse_gate(
             .flatten()
             .map(|r| (r.label.clone(), r.destination.clone()))
             .collect(),
-        fork_to: fork_to.clone(),
+        // Branches of a gate that never forks would only produce follow-on errors.
+        fork_to: if forks { fork_to.clone() } else { Vec::new() },
     };
     if d.error_count() > before {
         return (None, Some(wiring));

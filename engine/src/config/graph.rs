@@ -165,6 +165,7 @@ struct Decl {
 struct PendingEdge {
     from: usize,
     label: EdgeLabel,
+
     to: usize,
     connection: Option<String>,
     branch: Option<String>,
@@ -364,13 +365,7 @@ pub(crate) fn build(w: &Wiring, d: &mut Diagnostics) -> Option<Graph> {
                 ),
             );
         }
-        success(
-            target,
-            0,
-            "the source's on_success".to_string(),
-            &mut edges,
-            d,
-        );
+        success(target, 0, "source's on_success".to_string(), &mut edges, d);
     }
     for (s, &id) in w.transforms.iter().zip(&transform_ids) {
         if let Some(target) = &s.on_success {
@@ -414,6 +409,7 @@ pub(crate) fn build(w: &Wiring, d: &mut Diagnostics) -> Option<Graph> {
     }
 
     // Gate routes. Labels of one gate may share a destination connection.
+    let mut shared_routes: Vec<(usize, String, String)> = Vec::new();
     for (g, &id) in w.gates.iter().zip(&gate_ids) {
         let mut own: HashSet<&str> = HashSet::new();
         for (label, dest) in &g.routes {
@@ -442,6 +438,10 @@ pub(crate) fn build(w: &Wiring, d: &mut Diagnostics) -> Option<Graph> {
                     d,
                     &decls,
                 );
+            } else {
+                // Another label to a connection this gate already produces: one producer,
+                // but the label still needs its own edge.
+                shared_routes.push((id, label.value.clone(), dest.value.clone()));
             }
         }
     }
@@ -585,6 +585,17 @@ pub(crate) fn build(w: &Wiring, d: &mut Diagnostics) -> Option<Graph> {
             ),
         }
     }
+    for (gate, label, conn) in shared_routes {
+        if let Some((consumer, _)) = consumers.get(&conn) {
+            edges.push(PendingEdge {
+                from: gate,
+                label: EdgeLabel::Route(label),
+                to: *consumer,
+                connection: Some(conn),
+                branch: None,
+            });
+        }
+    }
     let mut unproduced: Vec<(&String, &(usize, Loc))> = consumers
         .iter()
         .filter(|(conn, _)| !producers.contains_key(*conn))
@@ -723,7 +734,23 @@ pub(crate) fn build(w: &Wiring, d: &mut Diagnostics) -> Option<Graph> {
         .map(|(pos, &old)| {
             let decl = &decls[old];
             let mut node_edges: Vec<&PendingEdge> = out[old].iter().map(|&i| &edges[i]).collect();
-            node_edges.sort_by_key(|e| edge_rank(&e.label));
+            // Routes in file order and forks in fork_to order, whatever order they were
+            // resolved in.
+            let gate = (decl.kind == NodeKind::Gate)
+                .then(|| w.gates.get(decl.index))
+                .flatten();
+            node_edges.sort_by_key(|e| {
+                let position = match (&e.label, gate) {
+                    (EdgeLabel::Route(label), Some(g)) => {
+                        g.routes.iter().position(|(l, _)| &l.value == label)
+                    }
+                    (EdgeLabel::Fork(branch), Some(g)) => {
+                        g.fork_to.iter().position(|b| &b.value == branch)
+                    }
+                    _ => None,
+                };
+                (edge_rank(&e.label), position.unwrap_or(0))
+            });
             GraphNode {
                 id: NodeId(pos),
                 kind: decl.kind,

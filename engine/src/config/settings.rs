@@ -360,7 +360,12 @@ pub(crate) fn parse_pipeline(
         sinks: sinks_w,
         incomplete,
     };
-    let graph = build(&wiring, d);
+    // Without sinks every connection would be reported as dangling: one error is enough.
+    let graph = if wiring.sinks.is_empty() {
+        None
+    } else {
+        build(&wiring, d)
+    };
     // Warnings are attached by the caller once every file involved has been read.
     Some(PipelineConfig {
         file: d.file().to_string(),

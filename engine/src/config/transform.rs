@@ -170,6 +170,7 @@ fn plugin_options(
         end: loc,
         style: super::yaml::Style::Other,
         expanded: false,
+        reported: false,
     };
     let node = node.filter(|n| !n.is_null()).unwrap_or(&empty);
     let what = format!("{plugin} options of transform `{name}`");

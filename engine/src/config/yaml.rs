@@ -53,6 +53,9 @@ pub(crate) struct Node {
     /// True when `${...}` expansion produced this string; such strings may stand for numbers
     /// and booleans, as they would after ELSPETH's lax validation.
     pub expanded: bool,
+    /// An error about this value was already recorded (e.g. an unset variable): type
+    /// checks stay quiet about it rather than repeat the problem in other words.
+    pub reported: bool,
 }
 
 impl Node {
@@ -145,6 +148,7 @@ pub(crate) fn parse(text: &str, diag: &mut Diagnostics) -> Option<Node> {
         end: Loc::new(1, 1),
         style: Style::Other,
         expanded: false,
+        reported: false,
     }))
 }
 
@@ -231,6 +235,7 @@ impl Builder<'_> {
                     end: loc_of(span.end),
                     style,
                     expanded: false,
+                    reported: false,
                 };
                 if anchor > 0 {
                     self.anchors.insert(anchor, node.clone());
@@ -272,6 +277,7 @@ impl Builder<'_> {
                         end: loc_of(span.end),
                         style: Style::Other,
                         expanded: false,
+                        reported: false,
                     };
                     if anchor > 0 {
                         self.anchors.insert(anchor, node.clone());
@@ -296,6 +302,7 @@ impl Builder<'_> {
                         end: loc_of(span.end),
                         style: Style::Other,
                         expanded: false,
+                        reported: false,
                     };
                     if anchor > 0 {
                         self.anchors.insert(anchor, node.clone());
