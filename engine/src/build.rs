@@ -2,8 +2,8 @@
 //! target, instantiates plugins, compiles gate conditions. Every problem found is reported
 //! with the file, line and column it comes from.
 
-use crate::config::{EdgeLabel, Graph, GraphNode, NodeKind as GKind};
 use crate::config::{ConfigError, Loc, PipelineConfig, TransformOptions};
+use crate::config::{EdgeLabel, Graph, GraphNode, NodeKind as GKind};
 use crate::expr::Expr;
 use crate::plan::*;
 use crate::transforms;
@@ -14,7 +14,10 @@ use std::path::Path;
 /// Plugins this build runs, by kind (`attest plugins`).
 pub const PLUGINS: &[(&str, &[&str])] = &[
     ("source", &["csv", "json"]),
-    ("transform", &["passthrough", "field_mapper", "truncate", "keyword_filter"]),
+    (
+        "transform",
+        &["passthrough", "field_mapper", "truncate", "keyword_filter"],
+    ),
     ("gate", &["condition (expression language)"]),
     ("sink", &["csv", "json"]),
 ];
@@ -30,18 +33,28 @@ pub struct Loaded {
 /// Loads and fully checks a pipeline: configuration, wiring, conditions, and the plugins
 /// this build supports. Returns every error found.
 pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Loaded, Vec<String>> {
-    let config = crate::config::load_with_env(path, env).map_err(|e| e.iter().map(|e| e.to_string()).collect::<Vec<_>>())?;
+    let config = crate::config::load_with_env(path, env)
+        .map_err(|e| e.iter().map(|e| e.to_string()).collect::<Vec<_>>())?;
     let mut errors: Vec<String> = Vec::new();
-    if let Err(e) = config.validate_conditions(|src| Expr::parse(src).map(|_| ()).map_err(|e| (e.position.offset, e.message))) {
+    if let Err(e) = config.validate_conditions(|src| {
+        Expr::parse(src)
+            .map(|_| ())
+            .map_err(|e| (e.position.offset, e.message))
+    }) {
         errors.extend(e.iter().map(|e| e.to_string()));
     }
     errors.extend(check_supported(&config));
     if !errors.is_empty() {
         return Err(errors);
     }
-    let text = std::fs::read(path).map_err(|e| vec![format!("{}: cannot read: {e}", path.display())])?;
+    let text =
+        std::fs::read(path).map_err(|e| vec![format!("{}: cannot read: {e}", path.display())])?;
     let warnings = config.warnings.iter().map(|w| w.to_string()).collect();
-    Ok(Loaded { config, text, warnings })
+    Ok(Loaded {
+        config,
+        text,
+        warnings,
+    })
 }
 
 fn err_at(config: &PipelineConfig, loc: Loc, message: String) -> String {
@@ -58,11 +71,18 @@ fn err_at(config: &PipelineConfig, loc: Loc, message: String) -> String {
 fn check_supported(config: &PipelineConfig) -> Vec<String> {
     let mut errors = Vec::new();
     for t in &config.transforms {
-        if matches!(t.options, TransformOptions::JsonExplode(_) | TransformOptions::Llm(_) | TransformOptions::Http(_)) {
+        if matches!(
+            t.options,
+            TransformOptions::JsonExplode(_) | TransformOptions::Llm(_) | TransformOptions::Http(_)
+        ) {
             errors.push(err_at(
                 config,
                 t.loc,
-                format!("transform `{}`: plugin `{}` is not supported by this build yet", t.name.value, t.options.plugin()),
+                format!(
+                    "transform `{}`: plugin `{}` is not supported by this build yet",
+                    t.name.value,
+                    t.options.plugin()
+                ),
             ));
         }
     }
@@ -73,21 +93,61 @@ fn check_supported(config: &PipelineConfig) -> Vec<String> {
                     errors.push(err_at(
                         config,
                         p.loc,
-                        format!("transform `{}`: blocked pattern {:?} is not supported: {e}", t.name.value, p.value),
+                        format!(
+                            "transform `{}`: blocked pattern {:?} is not supported: {e}",
+                            t.name.value, p.value
+                        ),
                     ));
                 }
             }
         }
     }
     for a in &config.aggregations {
-        errors.push(err_at(config, a.name.loc, format!("aggregation `{}`: aggregations are not supported by this build yet", a.name.value)));
+        errors.push(err_at(
+            config,
+            a.name.loc,
+            format!(
+                "aggregation `{}`: aggregations are not supported by this build yet",
+                a.name.value
+            ),
+        ));
     }
     for c in &config.coalesce {
-        errors.push(err_at(config, c.name.loc, format!("coalesce `{}`: coalesce is not supported by this build yet", c.name.value)));
+        errors.push(err_at(
+            config,
+            c.name.loc,
+            format!(
+                "coalesce `{}`: coalesce is not supported by this build yet",
+                c.name.value
+            ),
+        ));
     }
     for g in &config.gates {
+        // ELSPETH: a statically boolean condition routes by exactly 'true' and 'false'.
+        if let Ok(expr) = Expr::parse(&g.condition.source) {
+            let mut labels: Vec<&str> = g.routes.iter().map(|r| r.label.value.as_str()).collect();
+            labels.sort_unstable();
+            if expr.is_statically_boolean() && labels != ["false", "true"] {
+                errors.push(err_at(
+                    config,
+                    g.loc,
+                    format!(
+                        "gate `{}`: the condition is boolean, so routes must be exactly 'true' and 'false' (quoted), not {}",
+                        g.name.value,
+                        labels.join(", ")
+                    ),
+                ));
+            }
+        }
         if let Some(r) = g.routes.iter().find(|r| r.is_fork()) {
-            errors.push(err_at(config, r.destination.loc, format!("gate `{}`: fork routes are not supported by this build yet", g.name.value)));
+            errors.push(err_at(
+                config,
+                r.destination.loc,
+                format!(
+                    "gate `{}`: fork routes are not supported by this build yet",
+                    g.name.value
+                ),
+            ));
         }
     }
     errors
@@ -114,8 +174,16 @@ fn node_id(name: &str) -> Result<NodeId, String> {
 
 /// The source's node id: `source`, unless a node already has that name.
 fn source_id(config: &PipelineConfig) -> String {
-    let taken = config.graph.nodes.iter().any(|n| n.kind != GKind::Source && n.name == "source");
-    if taken { "__source".into() } else { "source".into() }
+    let taken = config
+        .graph
+        .nodes
+        .iter()
+        .any(|n| n.kind != GKind::Source && n.name == "source");
+    if taken {
+        "__source".into()
+    } else {
+        "source".into()
+    }
 }
 
 /// Builds the executable plan. Sources and sinks are opened separately (`open.rs`).
@@ -131,13 +199,23 @@ pub fn plan(config: &PipelineConfig) -> Result<Plan, String> {
         }
     }
     let target = |to: usize, routed: bool| -> Result<Target, String> {
-        let node = g.nodes.get(to).ok_or_else(|| format!("graph has no node {to}"))?;
+        let node = g
+            .nodes
+            .get(to)
+            .ok_or_else(|| format!("graph has no node {to}"))?;
         match node.kind {
-            GKind::Sink => Ok(Target::Sink { sink: node.index, routed }),
-            _ => index[to].map(Target::Node).ok_or_else(|| format!("node `{}` cannot be run by this build", node.name)),
+            GKind::Sink => Ok(Target::Sink {
+                sink: node.index,
+                routed,
+            }),
+            _ => index[to]
+                .map(Target::Node)
+                .ok_or_else(|| format!("node `{}` cannot be run by this build", node.name)),
         }
     };
-    let edge = |node: &GraphNode, want: &dyn Fn(&EdgeLabel) -> bool| node.edges.iter().find(|e| want(&e.label)).map(|e| e.to.0);
+    let edge = |node: &GraphNode, want: &dyn Fn(&EdgeLabel) -> bool| {
+        node.edges.iter().find(|e| want(&e.label)).map(|e| e.to.0)
+    };
 
     let src_node = g.source().ok_or("the pipeline has no source")?;
     let source = SourcePlan {
@@ -152,33 +230,47 @@ pub fn plan(config: &PipelineConfig) -> Result<Plan, String> {
             Some(to) => target(to, false)?,
             None => return Err("the source has no on_success".into()),
         },
-        on_validation_failure: edge(src_node, &|l| *l == EdgeLabel::ValidationFailure).and_then(|to| g.nodes.get(to).map(|n| n.index)),
+        on_validation_failure: edge(src_node, &|l| *l == EdgeLabel::ValidationFailure)
+            .and_then(|to| g.nodes.get(to).map(|n| n.index)),
     };
 
     let mut nodes = Vec::new();
     for node in &g.nodes {
         match node.kind {
             GKind::Transform => {
-                let t = config.transforms.get(node.index).ok_or("transform index out of range")?;
+                let t = config
+                    .transforms
+                    .get(node.index)
+                    .ok_or("transform index out of range")?;
                 let on_success = match edge(node, &|l| *l == EdgeLabel::Success) {
                     Some(to) => target(to, false)?,
                     None => return Err(format!("transform `{}` has no on_success", node.name)),
                 };
                 let on_error = match edge(node, &|l| *l == EdgeLabel::Error) {
                     Some(to) => target(to, true)?,
-                    None => Target::Discard { reason: format!("{}: on_error is discard", node.name) },
+                    None => Target::Discard {
+                        reason: format!("{}: on_error is discard", node.name),
+                    },
                 };
                 nodes.push(NodePlan {
                     id: node_id(&node.name)?,
                     kind: NodeKind::Transform,
                     plugin: t.options.plugin().into(),
                     config_hash: config_hash(t),
-                    exec: NodeExec::Transform { plugin: transform(&t.options)?, on_success, on_error },
+                    exec: NodeExec::Transform {
+                        plugin: transform(&t.options)?,
+                        on_success,
+                        on_error,
+                    },
                 });
             }
             GKind::Gate => {
-                let gc = config.gates.get(node.index).ok_or("gate index out of range")?;
-                let expr = Expr::parse(&gc.condition.source).map_err(|e| format!("gate `{}`: {e}", node.name))?;
+                let gc = config
+                    .gates
+                    .get(node.index)
+                    .ok_or("gate index out of range")?;
+                let expr = Expr::parse(&gc.condition.source)
+                    .map_err(|e| format!("gate `{}`: {e}", node.name))?;
                 let mut routes = Vec::new();
                 for e in &node.edges {
                     if let EdgeLabel::Route(label) = &e.label {
@@ -190,7 +282,10 @@ pub fn plan(config: &PipelineConfig) -> Result<Plan, String> {
                     kind: NodeKind::Gate,
                     plugin: "gate".into(),
                     config_hash: config_hash(gc),
-                    exec: NodeExec::Gate { condition: Box::new(ExprCondition(expr)), routes },
+                    exec: NodeExec::Gate {
+                        condition: Box::new(ExprCondition(expr)),
+                        routes,
+                    },
                 });
             }
             _ => {}
@@ -209,11 +304,22 @@ pub fn plan(config: &PipelineConfig) -> Result<Plan, String> {
         })
         .collect::<Result<Vec<_>, String>>()?;
     let edges = ledger_edges(g, &source.id)?;
-    Ok(Plan { source, nodes, sinks, edges })
+    Ok(Plan {
+        source,
+        nodes,
+        sinks,
+        edges,
+    })
 }
 
 fn ledger_edges(g: &Graph, source: &NodeId) -> Result<Vec<(NodeId, NodeId, String)>, String> {
-    let name = |n: &GraphNode| if n.kind == GKind::Source { Ok(source.clone()) } else { node_id(&n.name) };
+    let name = |n: &GraphNode| {
+        if n.kind == GKind::Source {
+            Ok(source.clone())
+        } else {
+            node_id(&n.name)
+        }
+    };
     let mut out = Vec::new();
     for n in &g.nodes {
         for e in &n.edges {
@@ -251,10 +357,20 @@ fn transform(options: &TransformOptions) -> Result<Box<dyn Transform>, String> {
         TransformOptions::KeywordFilter(o) => Box::new(transforms::KeywordFilter::new(
             match &o.fields {
                 crate::config::KeywordFields::All => transforms::KeywordFields::All,
-                crate::config::KeywordFields::Named(n) => transforms::KeywordFields::Named(n.clone()),
+                crate::config::KeywordFields::Named(n) => {
+                    transforms::KeywordFields::Named(n.clone())
+                }
             },
-            &o.blocked_patterns.iter().map(|p| p.value.clone()).collect::<Vec<_>>(),
+            &o.blocked_patterns
+                .iter()
+                .map(|p| p.value.clone())
+                .collect::<Vec<_>>(),
         )?),
-        other => return Err(format!("plugin `{}` is not supported by this build yet", other.plugin())),
+        other => {
+            return Err(format!(
+                "plugin `{}` is not supported by this build yet",
+                other.plugin()
+            ))
+        }
     })
 }

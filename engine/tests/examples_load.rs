@@ -12,8 +12,10 @@ fn every_example_loads_and_plans() {
         if !p.exists() {
             continue;
         }
-        let loaded = attest_engine::build::load(&p, &|_| None).unwrap_or_else(|e| panic!("{}: {e:#?}", p.display()));
-        let plan = attest_engine::build::plan(&loaded.config).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        let loaded = attest_engine::build::load(&p, &|_| None)
+            .unwrap_or_else(|e| panic!("{}: {e:#?}", p.display()));
+        let plan = attest_engine::build::plan(&loaded.config)
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
         assert!(!plan.sinks.is_empty());
         seen += 1;
     }

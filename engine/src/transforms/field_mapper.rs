@@ -74,7 +74,11 @@ impl Transform for FieldMapper {
                 })));
             }
         }
-        let mut out = if self.select_only { Row::new() } else { row.clone() };
+        let mut out = if self.select_only {
+            Row::new()
+        } else {
+            row.clone()
+        };
         // Remove every renamed top-level source first, then write the targets at the end
         // in mapping order: reading from the input keeps swaps intact.
         for (source, _, _) in &found {
@@ -100,7 +104,10 @@ mod tests {
 
     fn mapper(pairs: &[(&str, &str)]) -> FieldMapper {
         FieldMapper {
-            mapping: pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect(),
+            mapping: pairs
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect(),
             select_only: false,
             strict: false,
         }
@@ -108,26 +115,38 @@ mod tests {
 
     #[test]
     fn renamed_fields_move_to_the_end() {
-        let out = mapper(&[("name", "customer")]).process(&row(json!({"id": 1, "name": "x", "amount": 2}))).unwrap();
-        assert_eq!(Value::Object(out).to_string(), r#"{"id":1,"amount":2,"customer":"x"}"#);
+        let out = mapper(&[("name", "customer")])
+            .process(&row(json!({"id": 1, "name": "x", "amount": 2})))
+            .unwrap();
+        assert_eq!(
+            Value::Object(out).to_string(),
+            r#"{"id":1,"amount":2,"customer":"x"}"#
+        );
     }
 
     #[test]
     fn a_swap_swaps() {
-        let out = mapper(&[("a", "b"), ("b", "a")]).process(&row(json!({"a": 1, "b": 2, "c": 3}))).unwrap();
+        let out = mapper(&[("a", "b"), ("b", "a")])
+            .process(&row(json!({"a": 1, "b": 2, "c": 3})))
+            .unwrap();
         assert_eq!(Value::Object(out).to_string(), r#"{"c":3,"b":1,"a":2}"#);
     }
 
     #[test]
     fn a_target_that_exists_fails_the_row() {
-        let e = mapper(&[("a", "c")]).process(&row(json!({"a": 1, "c": 3}))).unwrap_err();
+        let e = mapper(&[("a", "c")])
+            .process(&row(json!({"a": 1, "c": 3})))
+            .unwrap_err();
         assert_eq!(e.reason["reason"], "field_collision");
     }
 
     #[test]
     fn missing_is_skipped_or_an_error_when_strict() {
         let m = mapper(&[("zz", "y")]);
-        assert_eq!(m.process(&row(json!({"a": 1}))).unwrap(), row(json!({"a": 1})));
+        assert_eq!(
+            m.process(&row(json!({"a": 1}))).unwrap(),
+            row(json!({"a": 1}))
+        );
         let strict = FieldMapper { strict: true, ..m };
         let e = strict.process(&row(json!({"a": 1}))).unwrap_err();
         assert_eq!(e.reason["reason"], "missing_field");
@@ -139,7 +158,9 @@ mod tests {
             select_only: true,
             ..mapper(&[("meta.score", "score")])
         };
-        let out = m.process(&row(json!({"id": 1, "meta": {"score": 5}}))).unwrap();
+        let out = m
+            .process(&row(json!({"id": 1, "meta": {"score": 5}})))
+            .unwrap();
         assert_eq!(out, row(json!({"score": 5})));
     }
 }

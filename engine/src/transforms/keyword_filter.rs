@@ -27,7 +27,11 @@ impl KeywordFilter {
     pub fn new(fields: Fields, patterns: &[String]) -> Result<KeywordFilter, String> {
         let patterns = patterns
             .iter()
-            .map(|p| Regex::new(p).map(|r| (p.clone(), r)).map_err(|e| format!("blocked pattern {p:?}: {e}")))
+            .map(|p| {
+                Regex::new(p)
+                    .map(|r| (p.clone(), r))
+                    .map_err(|e| format!("blocked pattern {p:?}: {e}"))
+            })
             .collect::<Result<_, _>>()?;
         Ok(KeywordFilter { fields, patterns })
     }
@@ -101,18 +105,30 @@ mod tests {
 
     #[test]
     fn first_hit_in_field_then_pattern_order() {
-        let f = KeywordFilter::new(Fields::Named(vec!["a".into(), "b".into()]), &["(?i)secret".into(), r"\bpw\b".into()]).unwrap();
-        let e = f.process(&row(json!({"a": "ok", "b": "my pw and SECRET"}))).unwrap_err();
+        let f = KeywordFilter::new(
+            Fields::Named(vec!["a".into(), "b".into()]),
+            &["(?i)secret".into(), r"\bpw\b".into()],
+        )
+        .unwrap();
+        let e = f
+            .process(&row(json!({"a": "ok", "b": "my pw and SECRET"})))
+            .unwrap_err();
         assert_eq!(e.reason["field"], "b");
         assert_eq!(e.reason["matched_pattern"], "(?i)secret");
         assert_eq!(e.reason["match_position"], 10);
-        assert_eq!(f.process(&row(json!({"a": "fine"}))).unwrap(), row(json!({"a": "fine"})));
+        assert_eq!(
+            f.process(&row(json!({"a": "fine"}))).unwrap(),
+            row(json!({"a": "fine"}))
+        );
     }
 
     #[test]
     fn non_string_named_field_is_an_error_and_all_skips_non_strings() {
         let f = KeywordFilter::new(Fields::Named(vec!["n".into()]), &["x".into()]).unwrap();
-        assert_eq!(f.process(&row(json!({"n": 1}))).unwrap_err().reason["reason"], "non_string_field");
+        assert_eq!(
+            f.process(&row(json!({"n": 1}))).unwrap_err().reason["reason"],
+            "non_string_field"
+        );
         let all = KeywordFilter::new(Fields::All, &["x".into()]).unwrap();
         assert!(all.process(&row(json!({"n": 1, "s": "abc"}))).is_ok());
         assert!(all.process(&row(json!({"s": "xyz"}))).is_err());
@@ -120,7 +136,9 @@ mod tests {
 
     #[test]
     fn unsupported_patterns_are_refused_with_their_text() {
-        let e = KeywordFilter::new(Fields::All, &["(?<=a)b".into()]).err().unwrap();
+        let e = KeywordFilter::new(Fields::All, &["(?<=a)b".into()])
+            .err()
+            .unwrap();
         assert!(e.contains("(?<=a)b"), "{e}");
     }
 }

@@ -31,7 +31,9 @@ impl Transform for Truncate {
         for (field, max) in &self.fields {
             let Some(v) = out.get_mut(field) else {
                 if self.strict {
-                    return Err(TransformError::new(json!({"reason": "missing_field", "field": field})));
+                    return Err(TransformError::new(
+                        json!({"reason": "missing_field", "field": field}),
+                    ));
                 }
                 continue;
             };
@@ -57,8 +59,15 @@ mod tests {
 
     #[test]
     fn truncates_in_code_points_with_the_suffix_counted() {
-        let t = Truncate { fields: vec![("s".into(), 5)], suffix: "..".into(), strict: false };
-        let row = json!({"s": "héllo wörld", "n": 1}).as_object().cloned().unwrap();
+        let t = Truncate {
+            fields: vec![("s".into(), 5)],
+            suffix: "..".into(),
+            strict: false,
+        };
+        let row = json!({"s": "héllo wörld", "n": 1})
+            .as_object()
+            .cloned()
+            .unwrap();
         assert_eq!(t.process(&row).unwrap()["s"], json!("hél.."));
         let short = json!({"s": "abc"}).as_object().cloned().unwrap();
         assert_eq!(t.process(&short).unwrap()["s"], json!("abc"));
@@ -66,11 +75,20 @@ mod tests {
 
     #[test]
     fn non_strings_are_errors_and_missing_is_skipped_unless_strict() {
-        let t = Truncate { fields: vec![("s".into(), 5)], suffix: String::new(), strict: false };
-        let e = t.process(&json!({"s": null}).as_object().cloned().unwrap()).unwrap_err();
+        let t = Truncate {
+            fields: vec![("s".into(), 5)],
+            suffix: String::new(),
+            strict: false,
+        };
+        let e = t
+            .process(&json!({"s": null}).as_object().cloned().unwrap())
+            .unwrap_err();
         assert_eq!(e.reason["actual"], "NoneType");
         assert!(t.process(&Row::new()).is_ok());
         let strict = Truncate { strict: true, ..t };
-        assert_eq!(strict.process(&Row::new()).unwrap_err().reason["reason"], "missing_field");
+        assert_eq!(
+            strict.process(&Row::new()).unwrap_err().reason["reason"],
+            "missing_field"
+        );
     }
 }
