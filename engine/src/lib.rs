@@ -2,4 +2,5 @@
 //!
 //! The engine writes to the audit trail only through `attest_ledger`'s API.
 
+pub mod formats;
 pub mod value;

@@ -1,0 +1,17 @@
+//! Data formats: source readers with schema validation and coercion, and sink writers that
+//! produce ELSPETH's exact bytes (ELSPETH-CONFIG §0, §2, §3, §8).
+//!
+//! Sources are iterators of [`SourceRecord`]s and stream (JSON array mode excepted, which
+//! like ELSPETH parses the whole document first). Sinks take rows one at a time, report
+//! [`DurablePoint`]s after `fsync`, and can resume from one. Values are `serde_json::Value`
+//! (see [`crate::value`]); Python's text forms of them live in [`python`].
+//!
+//! Only utf-8 is supported as an encoding.
+
+pub mod json_encode;
+pub mod python;
+pub mod schema;
+
+pub use json_encode::py_json_dumps;
+pub use python::{py_float_repr, py_repr, py_str};
+pub use schema::{FieldSpec, FieldType, Schema, SchemaMode};
