@@ -9,6 +9,7 @@
 //! Only utf-8 is supported as an encoding.
 
 pub mod json_encode;
+pub mod json_parse;
 pub mod python;
 pub mod schema;
 
