@@ -8,11 +8,15 @@
 //!
 //! Only utf-8 is supported as an encoding.
 
+pub mod coerce;
+pub mod headers;
 pub mod json_encode;
 pub mod json_parse;
 pub mod python;
 pub mod schema;
 
+pub use coerce::{Rejection, Validator};
+pub use headers::{normalize_header, HeaderResolution, ResolvedField};
 pub use json_encode::py_json_dumps;
 pub use python::{py_float_repr, py_repr, py_str};
 pub use schema::{FieldSpec, FieldType, Schema, SchemaMode};
