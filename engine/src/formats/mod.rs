@@ -9,9 +9,11 @@
 //! Only utf-8 is supported as an encoding.
 
 pub mod coerce;
+pub mod csv_parse;
 pub mod headers;
 pub mod json_encode;
 pub mod json_parse;
+mod lines;
 pub mod python;
 pub mod schema;
 
