@@ -24,16 +24,14 @@ pub fn py_float_repr(x: f64) -> String {
     if x == 0.0 {
         return if x.is_sign_negative() { "-0.0" } else { "0.0" }.to_string();
     }
-    // Rust's `{:e}` prints the shortest digit string that parses back to the same value,
-    // the same digits Python's repr chooses; only the layout differs, so re-lay it out.
-    let sci = format!("{:e}", x.abs());
-    let Some((mantissa, exp)) = sci.split_once('e') else {
-        return sci;
+    // Ryu gives the shortest digits that round-trip and, like Python's repr, breaks an exact
+    // tie between two shortest candidates towards the even digit (Rust's own `{:e}` rounds
+    // such ties up: 1077004770123625.25 must print as ...625.2). Only its layout differs from
+    // Python's, so take the digits and exponent out of it and lay them out again.
+    let mut buf = ryu::Buffer::new();
+    let Some((digits, exp)) = decimal_digits(buf.format_finite(x.abs())) else {
+        return format!("{x:?}");
     };
-    let Ok(exp) = exp.parse::<i32>() else {
-        return sci;
-    };
-    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
     let mut out = String::with_capacity(digits.len() + 8);
     if x < 0.0 {
         out.push('-');
@@ -65,6 +63,28 @@ pub fn py_float_repr(x: f64) -> String {
         let _ = write!(out, "e{sign}{:02}", exp.unsigned_abs());
     }
     out
+}
+
+/// Split a decimal rendering (`123.45`, `1e-7`, `1.5e16`, `0.001`) into its significant digits
+/// (no leading or trailing zeros) and the decimal exponent of the first digit.
+fn decimal_digits(text: &str) -> Option<(String, i32)> {
+    let (mantissa, exp) = match text.split_once(['e', 'E']) {
+        Some((m, e)) => (m, e.parse::<i32>().ok()?),
+        None => (text, 0),
+    };
+    let (int_part, frac_part) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let all: String = int_part.chars().chain(frac_part.chars()).collect();
+    if all.is_empty() || !all.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let leading = all.bytes().take_while(|&b| b == b'0').count();
+    let digits = all[leading..].trim_end_matches('0');
+    if digits.is_empty() {
+        return None;
+    }
+    let point = i32::try_from(int_part.len()).ok()?;
+    let leading = i32::try_from(leading).ok()?;
+    Some((digits.to_string(), point - 1 - leading + exp))
 }
 
 /// Python's `repr()` of a value: `None`, `True`, `1`, `1.0`, `'text'`, `[1, 'a']`,
@@ -242,6 +262,29 @@ mod tests {
         for (x, want) in cases {
             assert_eq!(py_float_repr(*x), *want, "repr of {x:e}");
         }
+    }
+
+    #[test]
+    fn exact_ties_round_to_even_like_python() {
+        // Each value is exactly halfway between its two shortest round-trip renderings
+        // (written as sums so the literal is exact).
+        assert_eq!(
+            py_float_repr(1077004770123625.0 + 0.25),
+            "1077004770123625.2"
+        );
+        assert_eq!(py_float_repr(558097040647.0 + 0.90625), "558097040647.9062");
+        assert_eq!(py_float_repr(77348568524999.0 + 0.125), "77348568524999.12");
+    }
+
+    #[test]
+    fn decimal_digits_parsing() {
+        assert_eq!(decimal_digits("123.45"), Some(("12345".to_string(), 2)));
+        assert_eq!(decimal_digits("0.001"), Some(("1".to_string(), -3)));
+        assert_eq!(decimal_digits("1e16"), Some(("1".to_string(), 16)));
+        assert_eq!(decimal_digits("1.5e-7"), Some(("15".to_string(), -7)));
+        assert_eq!(decimal_digits("100.0"), Some(("1".to_string(), 2)));
+        assert_eq!(decimal_digits("0.0"), None);
+        assert_eq!(decimal_digits("x"), None);
     }
 
     #[test]
