@@ -5,6 +5,7 @@
 pub mod build;
 pub mod config;
 pub mod expr;
+pub mod formats;
 pub mod plan;
 pub mod run;
 pub mod transforms;
