@@ -234,18 +234,20 @@ impl<'a> Evaluator<'a> {
 
     /// `container[key]`; `base` is the container's node, named in messages.
     fn index(&self, container: Place<'a>, key: &PyValue, base: &Node) -> Result<Place<'a>, Fail> {
-        let name = self.snippet(base);
+        // The container's source text, for messages; borrowed, so the success path does
+        // not allocate.
+        let name = self.source.get(base.start..base.end).unwrap_or("the value");
         match container {
-            Place::Row => object_get(self.row, key, &name),
-            Place::Json(Value::Object(map)) => object_get(map, key, &name),
+            Place::Row => object_get(self.row, key, name),
+            Place::Json(Value::Object(map)) => object_get(map, key, name),
             Place::Json(Value::Array(items)) => {
-                let i = list_index(key, items.len(), &name, "list")?;
+                let i = list_index(key, items.len(), name, "list")?;
                 items
                     .get(i)
                     .map(Place::Json)
-                    .ok_or_else(|| out_of_range(key, &name))
+                    .ok_or_else(|| out_of_range(key, name))
             }
-            Place::Json(Value::String(s)) => char_at(s, key, &name),
+            Place::Json(Value::String(s)) => char_at(s, key, name),
             Place::Json(scalar) => {
                 let value = match scalar {
                     Value::Number(n) => super::pyvalue::number_to_py(n),
@@ -254,7 +256,7 @@ impl<'a> Evaluator<'a> {
                 };
                 Err(not_subscriptable(&value))
             }
-            Place::Owned(value) => owned_index(value, key, &name),
+            Place::Owned(value) => owned_index(value, key, name),
         }
     }
 }
