@@ -428,6 +428,13 @@ fn ratio_to_f64(n: u128, d: u128) -> f64 {
 
 /// Repetition (`'ab' * 3`, `[0] * n`); a count of zero or less gives an empty sequence.
 fn repeat(seq: PyValue, count: i128) -> Result<PyValue, Fail> {
+    // CPython converts the count to a machine-sized index first, even when the sequence
+    // is empty.
+    if i64::try_from(count).is_err() {
+        return Err(Fail::overflow(
+            "cannot fit 'int' into an index-sized integer",
+        ));
+    }
     let count = u128::try_from(count).unwrap_or(0);
     let too_large = || {
         Fail::new(

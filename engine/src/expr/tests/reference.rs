@@ -326,6 +326,9 @@ fn arith(op: ArOp, a: R, b: R) -> Res {
 }
 
 fn repeat(seq: R, count: i128) -> Res {
+    if count > i128::from(i64::MAX) || count < i128::from(i64::MIN) {
+        return overflow();
+    }
     let len = match &seq {
         R::S(s) => s.chars().count(),
         R::L(xs) | R::T(xs) => xs.len(),
