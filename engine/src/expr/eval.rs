@@ -9,7 +9,7 @@
 
 use serde_json::Value;
 
-use super::ast::{BoolOpKind, Node, NodeKind, UnaryOp};
+use super::ast::{BinOp, BoolOpKind, Builtin, CmpOp, Node, NodeKind, UnaryOp};
 use super::builtins;
 use super::error::{EvalError, EvalErrorKind, Fail, Position};
 use super::python::{self, dict_get, py_eq, truthy};
@@ -52,105 +52,138 @@ impl<'a> Evaluator<'a> {
         }
     }
 
+    /// Evaluates `node`. This function only dispatches: each kind of node has its own
+    /// method, so that the frames on the recursion path stay small (in debug builds a
+    /// function's frame holds the locals of all its branches).
     pub fn eval(&self, node: &Node) -> Result<PyValue, EvalError> {
-        let at = |fail: Fail| self.fail(node, fail);
         match &node.kind {
             NodeKind::Const(v) => Ok(v.clone()),
-            NodeKind::Row | NodeKind::Subscript { .. } | NodeKind::RowGet { .. } => {
-                match self.place(node)? {
-                    Place::Row => PyValue::from_row(self.row).map_err(at),
-                    Place::Json(v) => PyValue::from_json(v).map_err(at),
-                    Place::Owned(v) => Ok(v),
-                }
-            }
+            NodeKind::Row | NodeKind::Subscript { .. } | NodeKind::RowGet { .. } => self.read(node),
             NodeKind::List(items) => Ok(PyValue::List(self.eval_all(items)?)),
             NodeKind::Tuple(items) => Ok(PyValue::Tuple(self.eval_all(items)?)),
-            NodeKind::Set(items) => {
-                // Python evaluates every element, then builds the set (which is when an
-                // unhashable element is refused).
-                let values = self.eval_all(items)?;
-                let mut set: Vec<PyValue> = Vec::with_capacity(values.len());
-                for v in values {
-                    v.require_hashable().map_err(at)?;
-                    if !set.iter().any(|e| py_eq(e, &v)) {
-                        set.push(v);
-                    }
-                }
-                Ok(PyValue::Set(set))
-            }
-            NodeKind::Dict(pairs) => {
-                let mut values = Vec::with_capacity(pairs.len());
-                for (k, v) in pairs {
-                    values.push((self.eval(k)?, self.eval(v)?));
-                }
-                let mut dict: Vec<(PyValue, PyValue)> = Vec::with_capacity(values.len());
-                for (k, v) in values {
-                    k.require_hashable().map_err(at)?;
-                    // A repeated key keeps its first position and takes the last value.
-                    match dict.iter_mut().find(|(e, _)| py_eq(e, &k)) {
-                        Some(entry) => entry.1 = v,
-                        None => dict.push((k, v)),
-                    }
-                }
-                Ok(PyValue::Dict(dict))
-            }
-            NodeKind::Call { func, args } => {
-                let args = self.eval_all(args)?;
-                builtins::call(*func, args).map_err(at)
-            }
-            NodeKind::Unary { op, operand } => {
-                let v = self.eval(operand)?;
-                match op {
-                    UnaryOp::Not => Ok(PyValue::Bool(!truthy(&v))),
-                    UnaryOp::Neg => python::unary_number(true, &v).map_err(at),
-                    UnaryOp::Pos => python::unary_number(false, &v).map_err(at),
-                }
-            }
-            NodeKind::Binary { op, left, right } => {
-                let a = self.eval(left)?;
-                let b = self.eval(right)?;
-                python::binary(*op, a, b).map_err(at)
-            }
-            NodeKind::BoolOp { op, operands } => {
-                // `and`/`or` return the operand that decided, not a bool.
-                let Some((last, rest)) = operands.split_last() else {
-                    return Ok(PyValue::None);
-                };
-                for operand in rest {
-                    let v = self.eval(operand)?;
-                    let decided = match op {
-                        BoolOpKind::And => !truthy(&v),
-                        BoolOpKind::Or => truthy(&v),
-                    };
-                    if decided {
-                        return Ok(v);
-                    }
-                }
-                self.eval(last)
-            }
-            NodeKind::Compare { first, links } => {
-                // `a < b < c` is `a < b and b < c` with `b` evaluated once.
-                let mut left = self.eval(first)?;
-                for (op, operand) in links {
-                    let right = self.eval(operand)?;
-                    if !python::compare(*op, &left, &right).map_err(at)? {
-                        return Ok(PyValue::Bool(false));
-                    }
-                    left = right;
-                }
-                Ok(PyValue::Bool(true))
-            }
+            NodeKind::Set(items) => self.set(node, items),
+            NodeKind::Dict(pairs) => self.dict(node, pairs),
+            NodeKind::Call { func, args } => self.call(node, *func, args),
+            NodeKind::Unary { op, operand } => self.unary(node, *op, operand),
+            NodeKind::Binary { op, left, right } => self.binary(node, *op, left, right),
+            NodeKind::BoolOp { op, operands } => self.bool_op(*op, operands),
+            NodeKind::Compare { first, links } => self.compare(node, first, links),
             NodeKind::IfElse {
                 cond,
                 then,
                 otherwise,
-            } => {
-                if truthy(&self.eval(cond)?) {
-                    self.eval(then)
-                } else {
-                    self.eval(otherwise)
-                }
+            } => self.if_else(cond, then, otherwise),
+        }
+    }
+
+    /// The value of a row-derived node, copied out of the row.
+    fn read(&self, node: &Node) -> Result<PyValue, EvalError> {
+        match self.place(node)? {
+            Place::Row => PyValue::from_row(self.row).map_err(|f| self.fail(node, f)),
+            Place::Json(v) => PyValue::from_json(v).map_err(|f| self.fail(node, f)),
+            Place::Owned(v) => Ok(v),
+        }
+    }
+
+    fn set(&self, node: &Node, items: &[Node]) -> Result<PyValue, EvalError> {
+        // Python evaluates every element, then builds the set (which is when an unhashable
+        // element is refused).
+        let values = self.eval_all(items)?;
+        let mut set: Vec<PyValue> = Vec::with_capacity(values.len());
+        for v in values {
+            v.require_hashable().map_err(|f| self.fail(node, f))?;
+            if !set.iter().any(|e| py_eq(e, &v)) {
+                set.push(v);
             }
+        }
+        Ok(PyValue::Set(set))
+    }
+
+    fn dict(&self, node: &Node, pairs: &[(Node, Node)]) -> Result<PyValue, EvalError> {
+        let mut values = Vec::with_capacity(pairs.len());
+        for (k, v) in pairs {
+            values.push((self.eval(k)?, self.eval(v)?));
+        }
+        let mut dict: Vec<(PyValue, PyValue)> = Vec::with_capacity(values.len());
+        for (k, v) in values {
+            k.require_hashable().map_err(|f| self.fail(node, f))?;
+            // A repeated key keeps its first position and takes the last value.
+            match dict.iter_mut().find(|(e, _)| py_eq(e, &k)) {
+                Some(entry) => entry.1 = v,
+                None => dict.push((k, v)),
+            }
+        }
+        Ok(PyValue::Dict(dict))
+    }
+
+    fn call(&self, node: &Node, func: Builtin, args: &[Node]) -> Result<PyValue, EvalError> {
+        let args = self.eval_all(args)?;
+        builtins::call(func, args).map_err(|f| self.fail(node, f))
+    }
+
+    fn unary(&self, node: &Node, op: UnaryOp, operand: &Node) -> Result<PyValue, EvalError> {
+        let v = self.eval(operand)?;
+        let result = match op {
+            UnaryOp::Not => Ok(PyValue::Bool(!truthy(&v))),
+            UnaryOp::Neg => python::unary_number(true, &v),
+            UnaryOp::Pos => python::unary_number(false, &v),
+        };
+        result.map_err(|f| self.fail(node, f))
+    }
+
+    fn binary(
+        &self,
+        node: &Node,
+        op: BinOp,
+        left: &Node,
+        right: &Node,
+    ) -> Result<PyValue, EvalError> {
+        let a = self.eval(left)?;
+        let b = self.eval(right)?;
+        python::binary(op, a, b).map_err(|f| self.fail(node, f))
+    }
+
+    /// `and`/`or` return the operand that decided, not a bool.
+    fn bool_op(&self, op: BoolOpKind, operands: &[Node]) -> Result<PyValue, EvalError> {
+        let Some((last, rest)) = operands.split_last() else {
+            return Ok(PyValue::None);
+        };
+        for operand in rest {
+            let v = self.eval(operand)?;
+            let decided = match op {
+                BoolOpKind::And => !truthy(&v),
+                BoolOpKind::Or => truthy(&v),
+            };
+            if decided {
+                return Ok(v);
+            }
+        }
+        self.eval(last)
+    }
+
+    /// `a < b < c` is `a < b and b < c` with `b` evaluated once.
+    fn compare(
+        &self,
+        node: &Node,
+        first: &Node,
+        links: &[(CmpOp, Node)],
+    ) -> Result<PyValue, EvalError> {
+        let mut left = self.eval(first)?;
+        for (op, operand) in links {
+            let right = self.eval(operand)?;
+            if !python::compare(*op, &left, &right).map_err(|f| self.fail(node, f))? {
+                return Ok(PyValue::Bool(false));
+            }
+            left = right;
+        }
+        Ok(PyValue::Bool(true))
+    }
+
+    fn if_else(&self, cond: &Node, then: &Node, otherwise: &Node) -> Result<PyValue, EvalError> {
+        if truthy(&self.eval(cond)?) {
+            self.eval(then)
+        } else {
+            self.eval(otherwise)
         }
     }
 
@@ -162,48 +195,59 @@ impl<'a> Evaluator<'a> {
     fn place(&self, node: &Node) -> Result<Place<'a>, EvalError> {
         match &node.kind {
             NodeKind::Row => Ok(Place::Row),
-            NodeKind::Subscript { base, index } => {
-                let container = self.place(base)?;
-                let key = self.eval(index)?;
-                self.index(container, &key, base)
-                    .map_err(|f| self.fail(node, f))
-            }
-            NodeKind::RowGet { key, default } => {
-                // Both arguments are evaluated before the call, even if the default is not
-                // needed (so `row.get('a', 1/0)` fails even when 'a' exists, as in Python).
-                let key = self.eval(key)?;
-                let default = match default {
-                    Some(d) => Some(self.eval(d)?),
-                    None => None,
-                };
-                key.require_hashable().map_err(|f| self.fail(node, f))?;
-                let found = match &key {
-                    PyValue::Str(k) => self.row.get(k.as_str()),
-                    _ => None,
-                };
-                Ok(match found {
-                    Some(v) => Place::Json(v),
-                    None => Place::Owned(default.unwrap_or(PyValue::None)),
-                })
-            }
+            NodeKind::Subscript { base, index } => self.subscript(node, base, index),
+            NodeKind::RowGet { key, default } => self.row_get(node, key, default.as_deref()),
             _ => Ok(Place::Owned(self.eval(node)?)),
         }
     }
 
+    fn subscript(&self, node: &Node, base: &Node, index: &Node) -> Result<Place<'a>, EvalError> {
+        let container = self.place(base)?;
+        let key = self.eval(index)?;
+        self.index(container, &key, base)
+            .map_err(|f| self.fail(node, f))
+    }
+
+    fn row_get(
+        &self,
+        node: &Node,
+        key: &Node,
+        default: Option<&Node>,
+    ) -> Result<Place<'a>, EvalError> {
+        // Both arguments are evaluated before the call, even if the default is not needed
+        // (so `row.get('a', 1/0)` fails even when 'a' exists, as in Python).
+        let key = self.eval(key)?;
+        let default = match default {
+            Some(d) => Some(self.eval(d)?),
+            None => None,
+        };
+        key.require_hashable().map_err(|f| self.fail(node, f))?;
+        let found = match &key {
+            PyValue::Str(k) => self.row.get(k.as_str()),
+            _ => None,
+        };
+        Ok(match found {
+            Some(v) => Place::Json(v),
+            None => Place::Owned(default.unwrap_or(PyValue::None)),
+        })
+    }
+
     /// `container[key]`; `base` is the container's node, named in messages.
     fn index(&self, container: Place<'a>, key: &PyValue, base: &Node) -> Result<Place<'a>, Fail> {
-        let name = self.snippet(base);
+        // The container's source text, for messages; borrowed, so the success path does
+        // not allocate.
+        let name = self.source.get(base.start..base.end).unwrap_or("the value");
         match container {
-            Place::Row => object_get(self.row, key, &name),
-            Place::Json(Value::Object(map)) => object_get(map, key, &name),
+            Place::Row => object_get(self.row, key, name),
+            Place::Json(Value::Object(map)) => object_get(map, key, name),
             Place::Json(Value::Array(items)) => {
-                let i = list_index(key, items.len(), &name, "list")?;
+                let i = list_index(key, items.len(), name, "list")?;
                 items
                     .get(i)
                     .map(Place::Json)
-                    .ok_or_else(|| out_of_range(key, &name))
+                    .ok_or_else(|| out_of_range(key, name))
             }
-            Place::Json(Value::String(s)) => char_at(s, key, &name),
+            Place::Json(Value::String(s)) => char_at(s, key, name),
             Place::Json(scalar) => {
                 let value = match scalar {
                     Value::Number(n) => super::pyvalue::number_to_py(n),
@@ -212,7 +256,7 @@ impl<'a> Evaluator<'a> {
                 };
                 Err(not_subscriptable(&value))
             }
-            Place::Owned(value) => owned_index(value, key, &name),
+            Place::Owned(value) => owned_index(value, key, name),
         }
     }
 }

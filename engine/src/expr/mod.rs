@@ -1,7 +1,7 @@
 //! The safe expression language of gate conditions and aggregation trigger conditions.
 //!
 //! It is the Python-like subset ELSPETH accepts (see `ELSPETH-CONFIG.md` §5), parsed by a
-//! hand-written recursive-descent parser and evaluated by a tree walker with Python's
+//! hand-written recursive-descent parser (precedence climbing for operators) and evaluated by a tree walker with Python's
 //! semantics. Nothing is ever executed as code; the only things a condition can touch are
 //! the row it is given and six pure builtins.
 //!
@@ -16,12 +16,15 @@
 //! assert!(!gate.is_statically_boolean());
 //! ```
 //!
-//! Deliberate differences from Python, all of which fail loudly rather than give a
-//! different answer: integers are limited to ±2^127 (Python's are unbounded), results must
-//! fit a row value (64-bit ints, finite floats, string dict keys), printf-style `%`
-//! formatting is not implemented, `\N{...}` escapes and non-ASCII digits in `int()` are not
-//! accepted, and input nested deeper than [`MAX_NESTING`] is refused. Sets keep insertion
-//! order, so `str()` of a set may list its elements in another order than Python.
+//! Deliberate differences from Python, each of which fails loudly rather than give a
+//! different answer: integers are limited to ±2^127 (Python's are unbounded); `eval`
+//! results must fit a row value (64-bit ints, finite floats, string dict keys);
+//! printf-style `%` formatting, `\N{...}` escapes and non-ASCII digits in `int()` and
+//! `float()` are not supported; repetition (`'x' * n`) is capped at [`MAX_VALUE_SIZE`];
+//! input nested deeper than [`MAX_NESTING`] is refused. Indentation before the condition
+//! is accepted (Python's parser refuses it), and a wrong number of arguments to a builtin
+//! is a parse error (Python fails only when the call runs). Sets keep insertion order, so `str()` of a set may list its elements in another order
+//! than Python (whose order depends on hashing).
 
 mod analysis;
 mod ast;

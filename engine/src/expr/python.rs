@@ -428,6 +428,13 @@ fn ratio_to_f64(n: u128, d: u128) -> f64 {
 
 /// Repetition (`'ab' * 3`, `[0] * n`); a count of zero or less gives an empty sequence.
 fn repeat(seq: PyValue, count: i128) -> Result<PyValue, Fail> {
+    // CPython converts the count to a machine-sized index first, even when the sequence
+    // is empty.
+    if i64::try_from(count).is_err() {
+        return Err(Fail::overflow(
+            "cannot fit 'int' into an index-sized integer",
+        ));
+    }
     let count = u128::try_from(count).unwrap_or(0);
     let too_large = || {
         Fail::new(
@@ -546,6 +553,153 @@ mod tests {
                 want.to_bits(),
                 "{a} / {b}: {got:e} vs {want:e}"
             );
+        }
+    }
+
+    #[test]
+    fn true_division_of_wide_ints_matches_cpython() {
+        // Random operands from 1 to 127 bits; expected bits are CPython 3.11's
+        // struct.pack('<d', a / b), which is correctly rounded for any ints.
+        let cases: &[(i128, i128, u64)] = &[
+            (
+                -35789710110760246153082995843012316103,
+                1,
+                0xC7BAECD8F1D961F3,
+            ),
+            (
+                -45703692825309699722756036604389816283,
+                1,
+                0xC7C1311B03F3F38C,
+            ),
+            (
+                -27844572015193433187352817845957734183,
+                1,
+                0xC7B4F2AB6490FC99,
+            ),
+            (
+                -150026920861681984317355923975688357926,
+                10430779633273967792,
+                0xC3E8F360E02F8366,
+            ),
+            (
+                43363278780218324118582833451065151582,
+                17482144350526720242,
+                0x43C136221A2EB71C,
+            ),
+            (
+                -153266814751497533801507864581935135536,
+                4078239883182463693,
+                0xC4004C658EAF2314,
+            ),
+            (
+                -544045941515319076372048931009,
+                166314784907375171,
+                0xC287CD0D28E7DD3F,
+            ),
+            (
+                836669779702270093466922346073,
+                208363331907992213,
+                0x428D3755728C7BC0,
+            ),
+            (
+                -741661684965242696118015115374,
+                112329807459873284,
+                0xC29805176FDCB4EC,
+            ),
+            (
+                1099447532108017860,
+                -9157231070389319136,
+                0xBFBEBC7831BDEAA6,
+            ),
+            (
+                -12651751616517998823,
+                -17034486841352872402,
+                0x3FE7C4501EDD6C08,
+            ),
+            (
+                -12917018977576638119,
+                3316111241534796840,
+                0xC00F296ED180B29A,
+            ),
+            (
+                171609391507993408,
+                -1148421434201794083469458743382,
+                0xBD4507CEB8778265,
+            ),
+            (
+                -117980313241719519,
+                156885615034545898912973474313,
+                0xBD6A758C32FC7BB0,
+            ),
+            (
+                -188795915341002819,
+                -185556778210414966872215319765,
+                0x3D71E637434893F5,
+            ),
+            (
+                57240890962235325933364541214569032810,
+                -97495311389315357026273784460809793415,
+                0xBFE2C9A3EABAE555,
+            ),
+            (
+                32112404945823660465850517634757575235,
+                77619315340707578465413434674145268812,
+                0x3FDA7A557FACAEE2,
+            ),
+            (
+                -78285608362294728901597389311775858433,
+                11059173482003529256875983096124441130,
+                0xC01C50AF507ECE7D,
+            ),
+            (-460344004859653740740080, -6, 0x44B03F37672B76E1),
+            (-276134539333887106269008, -6, 0x44A37DC2D906E492),
+            (-92603750090696600146168, 3, 0xC49A2569978A63F8),
+            (-13795578359760583, 1062027273611787, 0xC029FACE094B3238),
+            (-7658571929294142, 13301170673840336, 0xBFE26CCDF1852787),
+            (-3928952769044655, -15698143764314067, 0x3FD0049C1BE1053B),
+            (
+                -125805906070067318429255192,
+                -4948916446570615,
+                0x4217ACD08DC98085,
+            ),
+            (
+                790498584570933984574665050,
+                -7782078862502577,
+                0xC237A69A041CEAA2,
+            ),
+            (
+                1204434155774013832141630011,
+                -6149424046173505,
+                0xC246CD1F17590E8C,
+            ),
+        ];
+        for &(a, b, want) in cases {
+            let got = int_true_div(a, b);
+            assert_eq!(
+                got.to_bits(),
+                want,
+                "{a} / {b}: {got:e} vs {:e}",
+                f64::from_bits(want)
+            );
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config {
+            failure_persistence: Some(Box::new(
+                proptest::test_runner::FileFailurePersistence::WithSource("proptest-regressions"),
+            )),
+            ..proptest::test_runner::Config::default()
+        })]
+
+        /// The long-division path must agree with plain float division wherever the latter
+        /// is exact (both operands at most 2^53), including near-ties.
+        #[test]
+        fn long_division_agrees_with_exact_float_division(
+            n in 0u128..=(1u128 << 53),
+            d in 1u128..=(1u128 << 53),
+        ) {
+            proptest::prop_assert_eq!(ratio_to_f64(n, d).to_bits(), (n as f64 / d as f64).to_bits());
         }
     }
 
