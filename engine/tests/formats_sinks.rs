@@ -270,6 +270,13 @@ fn csv_append_checks_header_against_schema() {
         sink.write_row(&row(json!({"a": "1", "b": "2"}))),
         Err(SinkError::HeaderMismatch { .. })
     ));
+    // Not a row error: the sink is done.
+    assert!(matches!(
+        sink.write_row(&row(json!({"a": "1", "b": "2"}))),
+        Err(SinkError::Failed { .. })
+    ));
+    assert!(sink.finish().is_err());
+    assert_eq!(read(&path), "b,a\r\n");
     // Flexible only needs the declared fields somewhere in the header.
     opts.schema = Schema::flexible(fields);
     let mut sink = ok(CsvSink::new(opts));
@@ -580,4 +587,27 @@ proptest! {
         // because the header comes first.
         prop_assert_eq!(back, want);
     }
+}
+
+#[test]
+fn io_errors_name_the_file_and_end_the_sink() {
+    let dir = tmp();
+    let path = dir.path().join("no-such-dir").join("out.csv");
+    let mut sink = csv_sink(&path, Schema::observed());
+    match sink.write_row(&row(json!({"a": 1}))) {
+        Err(e @ SinkError::Io { .. }) => {
+            assert!(!e.is_row_error());
+            assert!(e.to_string().contains("no-such-dir"), "{e}");
+        }
+        other => panic!("expected an I/O error, got {other:?}"),
+    }
+    assert!(matches!(
+        sink.write_row(&row(json!({"a": 1}))),
+        Err(SinkError::Failed { .. })
+    ));
+    let mut sink = json_sink(&dir.path().join("missing").join("out.json"), None);
+    assert!(matches!(
+        sink.write_row(&row(json!({"a": 1}))),
+        Err(SinkError::Io { .. })
+    ));
 }

@@ -473,3 +473,39 @@ fn jsonl_invalid_utf8_is_an_error_with_line() {
     }
     assert!(src.next().is_none());
 }
+
+#[test]
+fn csv_record_limit_stops_reading_with_the_line() {
+    let dir = tmp();
+    let path = write(
+        dir.path(),
+        "in.csv",
+        b"a,b\n1,2\n3,\"never closed\n4,5\n6,7\n",
+    );
+    let mut opts = CsvSourceOptions::new(&path, Schema::observed());
+    opts.max_record_bytes = 12;
+    let mut src = match CsvSource::open(opts) {
+        Ok(s) => s,
+        Err(e) => panic!("{e}"),
+    };
+    assert!(matches!(src.next(), Some(Ok(_))));
+    match src.next() {
+        Some(Err(e @ SourceError::RecordTooLarge { .. })) => {
+            assert!(e.to_string().contains("in.csv:"), "{e}");
+        }
+        other => panic!("expected a size error, got {other:?}"),
+    }
+    assert!(src.next().is_none());
+}
+
+#[test]
+fn csv_delimiter_cannot_be_a_quote() {
+    let dir = tmp();
+    let path = write(dir.path(), "in.csv", b"a\n");
+    let mut opts = CsvSourceOptions::new(&path, Schema::observed());
+    opts.delimiter = '"';
+    assert!(matches!(
+        CsvSource::open(opts),
+        Err(SourceError::Config { .. })
+    ));
+}

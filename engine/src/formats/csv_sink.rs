@@ -140,8 +140,7 @@ impl CsvSink {
             });
         }
         let result = self.write_row_inner(row);
-        if matches!(&result, Err(e) if !e.is_row_error() && !matches!(e, SinkError::HeaderMismatch { .. }))
-        {
+        if matches!(&result, Err(e) if !e.is_row_error()) {
             self.failed = true;
         }
         result
