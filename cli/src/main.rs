@@ -2,8 +2,8 @@
 
 mod commands;
 mod exit;
-mod run_cmd;
 mod render;
+mod run_cmd;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -101,7 +101,11 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run { pipeline, ledger, json } => commands::run(&pipeline, ledger.ledger, json),
+        Command::Run {
+            pipeline,
+            ledger,
+            json,
+        } => commands::run(&pipeline, ledger.ledger, json),
         Command::Validate { pipeline } => commands::validate(&pipeline),
         Command::Runs { ledger, json } => commands::runs(ledger.ledger, json),
         Command::Replay {

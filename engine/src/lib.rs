@@ -6,6 +6,7 @@ pub mod build;
 pub mod config;
 pub mod expr;
 pub mod formats;
+pub mod open;
 pub mod plan;
 pub mod run;
 pub mod transforms;

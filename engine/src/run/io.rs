@@ -58,8 +58,17 @@ pub struct ArtifactInfo {
     pub rows: u64,
 }
 
+/// Why a write did not happen: this row only, or the sink itself.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum WriteError {
+    #[error(transparent)]
+    Row(#[from] RowWriteError),
+    #[error(transparent)]
+    Io(#[from] SinkIoError),
+}
+
 pub trait RowSink: Send {
-    fn write_row(&mut self, row: &Row) -> Result<(), RowWriteError>;
+    fn write_row(&mut self, row: &Row) -> Result<(), WriteError>;
     /// Flushes and fsyncs; rows written before are durable when it returns.
     fn flush_durable(&mut self) -> Result<SinkPosition, SinkIoError>;
     /// Closes the sink; `None` when it never received a row (no file is created).

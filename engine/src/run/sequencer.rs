@@ -8,7 +8,7 @@
 //! position. The reorder buffer is bounded by the tickets the source must take before it
 //! reads a row, which the sequencer returns as it releases rows.
 
-use super::io::{RowSink, SinkIoError};
+use super::io::{RowSink, SinkIoError, WriteError};
 use super::worker::{DeliveryKind, RowResult};
 use super::EngineError;
 use crate::plan::Plan;
@@ -114,7 +114,13 @@ impl<'a> Sequencer<'a> {
                         outcome,
                     });
                 }
-                Err(e) => {
+                Err(WriteError::Io(SinkIoError(e))) => {
+                    return Err(EngineError::Sink(format!(
+                        "sink {}: {e}",
+                        self.plan.sinks[d.sink].id
+                    )));
+                }
+                Err(WriteError::Row(e)) => {
                     // The row cannot be written to this sink; it fails, the run goes on.
                     self.failed += 1;
                     self.pending.push(Event::TokenOutcome {
