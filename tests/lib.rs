@@ -22,6 +22,22 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// Builds the `attest` binary once per test process, so `cargo test -p attest-tests` on
+/// its own never runs a stale binary (a test package cannot depend on another package's
+/// binary on stable Cargo).
+fn build_binary() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let mut cmd = std::process::Command::new(env!("CARGO"));
+        cmd.args(["build", "--quiet", "-p", "attest-cli", "--bin", "attest"]);
+        if !cfg!(debug_assertions) {
+            cmd.arg("--release");
+        }
+        let status = cmd.current_dir(repo()).status().expect("run cargo build");
+        assert!(status.success(), "cargo build -p attest-cli failed");
+    });
+}
+
 /// A scratch working directory containing `examples/`.
 pub struct Scratch {
     pub dir: tempfile::TempDir,
@@ -40,8 +56,8 @@ impl Scratch {
 
     /// `attest ARGS...` run in the scratch directory.
     pub fn attest(&self) -> Command {
-        let mut c = Command::cargo_bin("attest")
-            .expect("the attest binary is built by `cargo test --workspace`");
+        build_binary();
+        let mut c = Command::cargo_bin("attest").expect("the attest binary was just built");
         c.current_dir(self.path());
         c
     }

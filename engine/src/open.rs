@@ -47,6 +47,9 @@ fn check_encoding(what: &str, path: &str, encoding: &str) -> Result<(), String> 
 /// Wraps a formats source iterator.
 struct Source<I> {
     inner: I,
+    /// CSV column names: raw cells are recorded as `{name: cell}` when they line up, so a
+    /// person reading lineage sees which value is which. A ragged row stays a list.
+    names: Option<Vec<String>>,
 }
 
 impl<I> RowSource for Source<I>
@@ -59,9 +62,16 @@ where
             Err(e) => return Some(Err(SourceError(e.to_string()))),
         };
         let raw = match rec.raw {
-            formats::RawRecord::Cells(cells) => {
-                Value::Array(cells.into_iter().map(Value::String).collect())
-            }
+            formats::RawRecord::Cells(cells) => match &self.names {
+                Some(names) if names.len() == cells.len() => Value::Object(
+                    names
+                        .iter()
+                        .cloned()
+                        .zip(cells.into_iter().map(Value::String))
+                        .collect(),
+                ),
+                _ => Value::Array(cells.into_iter().map(Value::String).collect()),
+            },
             formats::RawRecord::Json(v) => v,
             formats::RawRecord::Text(t) => Value::String(t),
         };
@@ -130,12 +140,13 @@ impl RowSink for Sink {
     }
 }
 
+/// A pipeline's opened source and sinks (in the configuration's sink order).
+pub type Opened = (Box<dyn RowSource>, Vec<Box<dyn RowSink>>);
+
 /// Opens the source (reading its header, so a missing or unreadable file is reported
 /// before the run starts) and prepares the sinks (which create their files only when the
 /// first row arrives).
-pub fn open(
-    config: &PipelineConfig,
-) -> Result<(Box<dyn RowSource>, Vec<Box<dyn RowSink>>), String> {
+pub fn open(config: &PipelineConfig) -> Result<Opened, String> {
     let src = &config.source;
     let path = src.options.path.value.clone();
     check_encoding("source", &path, &src.options.encoding)?;
@@ -149,7 +160,8 @@ pub fn open(
             opts.field_mapping = o.field_mapping.clone();
             let s = formats::CsvSource::open(opts).map_err(|e| format!("source: {e}"))?;
             original_names = s.headers().original_names();
-            Box::new(Source { inner: s })
+            let names = Some(s.headers().names());
+            Box::new(Source { inner: s, names })
         }
         SourceFormat::Json(o) => {
             let mut opts = formats::JsonSourceOptions::new(&path, schema(&src.options.schema));
@@ -160,6 +172,7 @@ pub fn open(
             opts.data_key = o.data_key.clone();
             Box::new(Source {
                 inner: formats::JsonSource::open(opts).map_err(|e| format!("source: {e}"))?,
+                names: None,
             })
         }
     };

@@ -21,11 +21,9 @@ impl RowSource for VecSource {
 #[derive(Clone, Default)]
 struct MemSink(Arc<Mutex<Vec<Row>>>);
 impl RowSink for MemSink {
-    fn write_row(&mut self, row: &Row) -> Result<(), RowWriteError> {
+    fn write_row(&mut self, row: &Row) -> Result<(), WriteError> {
         if row.contains_key("unwritable") {
-            return Err(RowWriteError(
-                "field unwritable is outside the header".into(),
-            ));
+            return Err(RowWriteError("field unwritable is outside the header".into()).into());
         }
         self.0.lock().unwrap().push(row.clone());
         Ok(())

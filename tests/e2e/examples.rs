@@ -82,7 +82,9 @@ fn threshold_gate_routes_rows_and_records_everything() {
     );
     let l: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(l["source_rows"][0]["row"], 4);
+    // The source row as read (CSV cells by column name), and the row as validated.
     assert_eq!(l["source_rows"][0]["value"]["name"], "Barbara Liskov");
+    assert_eq!(l["tokens"][0]["states"][0]["input"]["amount"], 12000.25);
     let states: Vec<&str> = l["tokens"][0]["states"]
         .as_array()
         .unwrap()
