@@ -38,6 +38,12 @@ fn build_binary() {
     });
 }
 
+/// The path of a freshly built `attest` binary.
+pub fn binary() -> PathBuf {
+    build_binary();
+    assert_cmd::cargo::cargo_bin("attest")
+}
+
 /// A scratch working directory containing `examples/`.
 pub struct Scratch {
     pub dir: tempfile::TempDir,
