@@ -52,6 +52,7 @@ pub fn runs(dir: Option<PathBuf>, json: bool) -> Result<Code, Failure> {
                     "run_id": r.run.as_str(),
                     "status": r.status.name(),
                     "started_at_ms": r.started_at_ms,
+                    "started": render::utc(r.started_at_ms),
                     "rows": r.rows,
                     "events": r.next_seq,
                     "head": r.head.to_hex(),
