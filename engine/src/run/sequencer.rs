@@ -16,8 +16,14 @@ use attest_ledger::{Commit, Durability, Event, Outcome, RunHandle, SinkWrite};
 use crossbeam_channel::Sender;
 use std::collections::BTreeMap;
 
-/// Rows written between two durable flushes.
-const FLUSH_ROWS: usize = 2048;
+/// Rows written between two durable flushes. Each flush is an fsync per sink written to,
+/// so this trades the cost of fsyncs against how much is written but not yet recorded
+/// (which a resume would truncate and redo).
+const FLUSH_ROWS: usize = 8192;
+/// Worker commits that may be outstanding before the sequencer waits for the oldest.
+const MAX_UNCONFIRMED: usize = 1024;
+/// A slow pipeline still records outcomes at least this often.
+const FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
 
 pub struct Sequencer<'a> {
     plan: &'a Plan,
@@ -28,7 +34,11 @@ pub struct Sequencer<'a> {
     next: u64,
     /// Outcomes of rows written since the last durable flush.
     pending: Vec<Event>,
+    /// Workers' commits for the rows released since the last flush, checked before the
+    /// outcomes that follow them are recorded.
+    commits: Vec<attest_ledger::Pending>,
     dirty: Vec<bool>,
+    last_flush: std::time::Instant,
     /// Rows written to each sink (the next ordinal).
     pub written: Vec<u64>,
     pub failed: u64,
@@ -52,7 +62,9 @@ impl<'a> Sequencer<'a> {
             reorder: BTreeMap::new(),
             next: 0,
             pending: Vec::new(),
+            commits: Vec::new(),
             dirty: vec![false; n],
+            last_flush: std::time::Instant::now(),
             written: vec![0; n],
             failed: 0,
             discarded: 0,
@@ -80,13 +92,25 @@ impl<'a> Sequencer<'a> {
             // stopped, which is fine.
             let _ = self.tickets.try_send(());
         }
-        if self.pending.len() >= FLUSH_ROWS {
+        if self.pending.len() >= FLUSH_ROWS
+            || (!self.pending.is_empty() && self.last_flush.elapsed() >= FLUSH_INTERVAL)
+        {
             self.flush()?;
         }
         Ok(())
     }
 
-    fn release(&mut self, r: RowResult) -> Result<(), EngineError> {
+    fn release(&mut self, mut r: RowResult) -> Result<(), EngineError> {
+        if let Some(p) = r.commit.take() {
+            self.commits.push(p);
+        }
+        // Bound how far workers' commits may run ahead of the writer (and so the memory
+        // the writer's queue holds): wait for the oldest once many are outstanding.
+        if self.commits.len() >= MAX_UNCONFIRMED {
+            for p in self.commits.drain(..MAX_UNCONFIRMED / 2) {
+                p.wait()?;
+            }
+        }
         self.failed += r.failed;
         self.discarded += r.discarded;
         self.quarantined += r.quarantined;
@@ -137,6 +161,12 @@ impl<'a> Sequencer<'a> {
 
     /// Makes every written row durable, then records their outcomes.
     pub fn flush(&mut self) -> Result<(), EngineError> {
+        self.last_flush = std::time::Instant::now();
+        // A worker's commit that failed means its row's events are not in the ledger:
+        // stop before recording anything that depends on them.
+        for p in self.commits.drain(..) {
+            p.wait()?;
+        }
         if self.pending.is_empty() {
             return Ok(());
         }

@@ -33,9 +33,14 @@ pub struct Delivery {
 }
 
 /// What one source record came to.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct RowResult {
     pub row_index: u64,
+    /// The row's commit, sent but not awaited: the writer applies commits in the order
+    /// they were sent, and the sequencer only records this row's outcomes after it has
+    /// received this result, so they always follow the row's own events. The sequencer
+    /// checks the result before it records anything more.
+    pub commit: Option<attest_ledger::Pending>,
     pub deliveries: Vec<Delivery>,
     pub failed: u64,
     pub discarded: u64,
@@ -128,7 +133,7 @@ pub fn process_record(
             plan.source.on_success.clone(),
         )?,
     }
-    run.submit(commit, Durability::Buffered)?;
+    result.commit = Some(run.submit_nowait(commit, Durability::Buffered)?);
     Ok(result)
 }
 
