@@ -211,7 +211,7 @@ pub struct ArtifactRec {
 }
 
 /// A projection key within one run.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PKey {
     Run,
     Node(NodeId),
@@ -223,6 +223,70 @@ pub enum PKey {
     Call(StateId, u32),
     SinkChunk(NodeId, u64),
     Artifact(NodeId, u64),
+}
+
+/// A projection key that borrows its ids. Lookups use it, so that finding a record
+/// allocates nothing (the rules look records up several times per event). It hashes and
+/// compares exactly as the [`PKey`] it stands for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PKeyRef<'a> {
+    Run,
+    Node(&'a NodeId),
+    Edge(&'a NodeId, &'a NodeId, &'a str),
+    Row(u64),
+    Token(&'a TokenId),
+    Batch(&'a BatchId),
+    Member(&'a BatchId, u32),
+    Call(&'a StateId, u32),
+    SinkChunk(&'a NodeId, u64),
+    Artifact(&'a NodeId, u64),
+}
+
+impl PKey {
+    pub fn as_ref(&self) -> PKeyRef<'_> {
+        match self {
+            PKey::Run => PKeyRef::Run,
+            PKey::Node(n) => PKeyRef::Node(n),
+            PKey::Edge(a, b, l) => PKeyRef::Edge(a, b, l),
+            PKey::Row(r) => PKeyRef::Row(*r),
+            PKey::Token(t) => PKeyRef::Token(t),
+            PKey::Batch(b) => PKeyRef::Batch(b),
+            PKey::Member(b, i) => PKeyRef::Member(b, *i),
+            PKey::Call(s, i) => PKeyRef::Call(s, *i),
+            PKey::SinkChunk(s, c) => PKeyRef::SinkChunk(s, *c),
+            PKey::Artifact(s, i) => PKeyRef::Artifact(s, *i),
+        }
+    }
+}
+
+// By hand rather than derived: it must agree with `PKeyRef`'s hash for borrowed lookups.
+impl std::hash::Hash for PKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_ref().hash(state)
+    }
+}
+
+impl PKeyRef<'_> {
+    pub fn to_owned(self) -> PKey {
+        match self {
+            PKeyRef::Run => PKey::Run,
+            PKeyRef::Node(n) => PKey::Node(n.clone()),
+            PKeyRef::Edge(a, b, l) => PKey::Edge(a.clone(), b.clone(), l.to_string()),
+            PKeyRef::Row(r) => PKey::Row(r),
+            PKeyRef::Token(t) => PKey::Token(t.clone()),
+            PKeyRef::Batch(b) => PKey::Batch(b.clone()),
+            PKeyRef::Member(b, i) => PKey::Member(b.clone(), i),
+            PKeyRef::Call(s, i) => PKey::Call(s.clone(), i),
+            PKeyRef::SinkChunk(s, c) => PKey::SinkChunk(s.clone(), c),
+            PKeyRef::Artifact(s, i) => PKey::Artifact(s.clone(), i),
+        }
+    }
+}
+
+impl hashbrown::Equivalent<PKey> for PKeyRef<'_> {
+    fn equivalent(&self, key: &PKey) -> bool {
+        *self == key.as_ref()
+    }
 }
 
 /// A projection value. The variant always matches the key's kind.
@@ -264,37 +328,43 @@ pub fn proj_prefix(run: &RunId) -> Vec<u8> {
 
 impl PKey {
     pub fn encode(&self, run: &RunId) -> Vec<u8> {
+        self.as_ref().encode(run)
+    }
+}
+
+impl PKeyRef<'_> {
+    pub fn encode(self, run: &RunId) -> Vec<u8> {
         let mut k = proj_prefix(run);
         match self {
-            PKey::Run => k.push(b'R'),
-            PKey::Node(n) => {
+            PKeyRef::Run => k.push(b'R'),
+            PKeyRef::Node(n) => {
                 k.push(b'N');
                 push_id(&mut k, n.as_str());
             }
-            PKey::Edge(a, b, label) => {
+            PKeyRef::Edge(a, b, label) => {
                 k.push(b'E');
                 push_id(&mut k, a.as_str());
                 push_id(&mut k, b.as_str());
                 k.extend_from_slice(label.as_bytes());
             }
-            PKey::Row(r) => {
+            PKeyRef::Row(r) => {
                 k.push(b'W');
                 k.extend_from_slice(&r.to_be_bytes());
             }
-            PKey::Token(t) => {
+            PKeyRef::Token(t) => {
                 k.push(b'T');
                 push_id(&mut k, t.as_str());
             }
-            PKey::Batch(b) => {
+            PKeyRef::Batch(b) => {
                 k.push(b'B');
                 push_id(&mut k, b.as_str());
             }
-            PKey::Member(b, i) => {
+            PKeyRef::Member(b, i) => {
                 k.push(b'M');
                 push_id(&mut k, b.as_str());
                 k.extend_from_slice(&i.to_be_bytes());
             }
-            PKey::Call(s, i) => {
+            PKeyRef::Call(s, i) => {
                 k.push(b'C');
                 match &s.subject {
                     Subject::Token(t) => {
@@ -310,12 +380,12 @@ impl PKey {
                 k.extend_from_slice(&s.attempt.to_be_bytes());
                 k.extend_from_slice(&i.to_be_bytes());
             }
-            PKey::SinkChunk(s, c) => {
+            PKeyRef::SinkChunk(s, c) => {
                 k.push(b'S');
                 push_id(&mut k, s.as_str());
                 k.extend_from_slice(&c.to_be_bytes());
             }
-            PKey::Artifact(s, i) => {
+            PKeyRef::Artifact(s, i) => {
                 k.push(b'A');
                 push_id(&mut k, s.as_str());
                 k.extend_from_slice(&i.to_be_bytes());

@@ -4,16 +4,24 @@
 //! It runs on every live append (inside the writer, before anything is written) and again,
 //! unchanged, when verification rebuilds projections from the log. It only reads and writes
 //! through [`Proj`], so the same code works over storage, a transaction overlay or memory.
+//!
+//! Records are read by reference and changed in place (`get` / `get_mut`) rather than
+//! copied out and put back: `apply` runs once per event on every append and a million times
+//! in a verification, and copying a token's record (its states, routes, strings) for every
+//! event used to cost more than everything else the rules do.
 
 use crate::error::{violation, LedgerError, Result, Rule};
 use crate::event::{BatchOutputs, Event, NodeKind, Outcome};
-use crate::ids::{Hash32, NodeId, RunId, StateId, Subject, TokenId};
+use crate::ids::{BatchId, Hash32, NodeId, RunId, StateId, Subject, TokenId};
 use crate::projection::*;
-use std::collections::HashMap;
+use hashbrown::HashMap;
 
 /// Read/write access to one run's projections.
+///
+/// A record changed through `get_mut` counts as written, exactly as if it had been `put`.
 pub trait Proj {
-    fn get(&mut self, key: &PKey) -> Result<Option<PVal>>;
+    fn get(&mut self, key: PKeyRef<'_>) -> Result<Option<&PVal>>;
+    fn get_mut(&mut self, key: PKeyRef<'_>) -> Result<Option<&mut PVal>>;
     fn put(&mut self, key: PKey, val: PVal);
 }
 
@@ -23,9 +31,22 @@ pub struct MemProj {
     pub map: HashMap<PKey, PVal>,
 }
 
+impl MemProj {
+    /// Room for `records` records without rehashing (verification knows roughly how many
+    /// a run has from its stored record).
+    pub fn with_capacity(records: usize) -> MemProj {
+        MemProj {
+            map: HashMap::with_capacity(records),
+        }
+    }
+}
+
 impl Proj for MemProj {
-    fn get(&mut self, key: &PKey) -> Result<Option<PVal>> {
-        Ok(self.map.get(key).cloned())
+    fn get(&mut self, key: PKeyRef<'_>) -> Result<Option<&PVal>> {
+        Ok(self.map.get(&key))
+    }
+    fn get_mut(&mut self, key: PKeyRef<'_>) -> Result<Option<&mut PVal>> {
+        Ok(self.map.get_mut(&key))
     }
     fn put(&mut self, key: PKey, val: PVal) {
         self.map.insert(key, val);
@@ -34,6 +55,9 @@ impl Proj for MemProj {
 
 /// A transaction over another `Proj`: reads see its own writes first; nothing reaches the
 /// base until [`TxProj::commit`], so a rejected event leaves no trace.
+///
+/// A record is copied from the base the first time the transaction changes it, and changed
+/// in place from then on: one copy per record per transaction, not one per event.
 pub struct TxProj<'a> {
     base: &'a mut dyn Proj,
     changes: HashMap<PKey, PVal>,
@@ -54,55 +78,95 @@ impl<'a> TxProj<'a> {
 }
 
 impl Proj for TxProj<'_> {
-    fn get(&mut self, key: &PKey) -> Result<Option<PVal>> {
-        match self.changes.get(key) {
-            Some(v) => Ok(Some(v.clone())),
-            None => self.base.get(key),
+    fn get(&mut self, key: PKeyRef<'_>) -> Result<Option<&PVal>> {
+        // Two lookups on a hit: returning the first lookup's borrow early is not yet
+        // accepted by the borrow checker.
+        if self.changes.contains_key(&key) {
+            return Ok(self.changes.get(&key));
         }
+        self.base.get(key)
+    }
+    fn get_mut(&mut self, key: PKeyRef<'_>) -> Result<Option<&mut PVal>> {
+        if !self.changes.contains_key(&key) {
+            let Some(v) = self.base.get(key)? else {
+                return Ok(None);
+            };
+            let v = v.clone();
+            self.changes.insert(key.to_owned(), v);
+        }
+        Ok(self.changes.get_mut(&key))
     }
     fn put(&mut self, key: PKey, val: PVal) {
         self.changes.insert(key, val);
     }
 }
 
-fn corrupt(key: &PKey) -> LedgerError {
+fn corrupt(key: PKeyRef<'_>) -> LedgerError {
     LedgerError::Corrupt(format!(
         "projection {key:?} holds a value of the wrong kind"
     ))
 }
 
+/// A record that a check has just found, fetched again to change it: its absence means the
+/// projections changed under the rules, which cannot happen.
+fn vanished(key: PKeyRef<'_>) -> LedgerError {
+    LedgerError::Corrupt(format!(
+        "projection {key:?} vanished while an event applied"
+    ))
+}
+
 macro_rules! typed_get {
-    ($fn:ident, $variant:ident, $ty:ty, $key:ident : $kty:ty => $pkey:expr) => {
-        fn $fn(p: &mut dyn Proj, $key: $kty) -> Result<Option<$ty>> {
+    ($get:ident, $get_mut:ident, $variant:ident, $ty:ty, $key:ident : $kty:ty => $pkey:expr) => {
+        // The lifetime is needed when the key borrows, and merely explicit when it does not.
+        #[allow(dead_code, clippy::needless_lifetimes)]
+        fn $get<'p>(p: &'p mut dyn Proj, $key: $kty) -> Result<Option<&'p $ty>> {
             let k = $pkey;
-            match p.get(&k)? {
+            match p.get(k)? {
                 None => Ok(None),
                 Some(PVal::$variant(v)) => Ok(Some(v)),
-                Some(_) => Err(corrupt(&k)),
+                Some(_) => Err(corrupt(k)),
+            }
+        }
+        #[allow(dead_code, clippy::needless_lifetimes)]
+        fn $get_mut<'p>(p: &'p mut dyn Proj, $key: $kty) -> Result<Option<&'p mut $ty>> {
+            let k = $pkey;
+            match p.get_mut(k)? {
+                None => Ok(None),
+                Some(PVal::$variant(v)) => Ok(Some(v)),
+                Some(_) => Err(corrupt(k)),
             }
         }
     };
 }
 
-typed_get!(get_node, Node, NodeRec, id: &NodeId => PKey::Node(id.clone()));
-typed_get!(get_row, Row, RowRec, row: u64 => PKey::Row(row));
-typed_get!(get_token, Token, TokenRec, id: &TokenId => PKey::Token(id.clone()));
-typed_get!(get_batch, Batch, crate::projection::BatchRec, id: &crate::ids::BatchId => PKey::Batch(id.clone()));
-typed_get!(get_call, Call, CallRec, key: (&StateId, u32) => PKey::Call(key.0.clone(), key.1));
-typed_get!(get_member, Member, TokenId, key: (&crate::ids::BatchId, u32) => PKey::Member(key.0.clone(), key.1));
-typed_get!(get_chunk, SinkChunk, Vec<TokenId>, key: (&NodeId, u64) => PKey::SinkChunk(key.0.clone(), key.1));
+typed_get!(get_node, get_node_mut, Node, NodeRec, id: &NodeId => PKeyRef::Node(id));
+typed_get!(get_row, get_row_mut, Row, RowRec, row: u64 => PKeyRef::Row(row));
+typed_get!(get_token, get_token_mut, Token, TokenRec, id: &TokenId => PKeyRef::Token(id));
+typed_get!(get_batch, get_batch_mut, Batch, BatchRec, id: &BatchId => PKeyRef::Batch(id));
+typed_get!(get_call, get_call_mut, Call, CallRec, key: (&StateId, u32) => PKeyRef::Call(key.0, key.1));
+typed_get!(get_member, get_member_mut, Member, TokenId, key: (&BatchId, u32) => PKeyRef::Member(key.0, key.1));
+typed_get!(get_chunk, get_chunk_mut, SinkChunk, Vec<TokenId>, key: (&NodeId, u64) => PKeyRef::SinkChunk(key.0, key.1));
+typed_get!(run_ref, run_mut, Run, RunRec, _unit: () => PKeyRef::Run);
 
 /// The run record, if the run has started.
 pub fn get_run(p: &mut dyn Proj) -> Result<Option<RunRec>> {
-    match p.get(&PKey::Run)? {
-        None => Ok(None),
-        Some(PVal::Run(r)) => Ok(Some(r)),
-        Some(_) => Err(corrupt(&PKey::Run)),
-    }
+    Ok(run_ref(p, ())?.cloned())
 }
 
-fn need_node(p: &mut dyn Proj, id: &NodeId, kind: Option<NodeKind>) -> Result<NodeRec> {
-    let node = get_node(p, id)?.ok_or_else(|| {
+/// The run's next seq and head hash (`0` and zeros before the genesis event).
+pub fn run_head(p: &mut dyn Proj) -> Result<(u64, Hash32)> {
+    Ok(match run_ref(p, ())? {
+        Some(rr) => (rr.next_seq, rr.head),
+        None => (0, Hash32::ZERO),
+    })
+}
+
+fn need_node<'p>(
+    p: &'p mut dyn Proj,
+    id: &NodeId,
+    kind: Option<NodeKind>,
+) -> Result<&'p mut NodeRec> {
+    let node = get_node_mut(p, id)?.ok_or_else(|| {
         violation(
             Rule::References,
             "DANGLING_NODE",
@@ -121,19 +185,41 @@ fn need_node(p: &mut dyn Proj, id: &NodeId, kind: Option<NodeKind>) -> Result<No
     Ok(node)
 }
 
-fn need_token(p: &mut dyn Proj, id: &TokenId) -> Result<TokenRec> {
-    get_token(p, id)?.ok_or_else(|| {
+/// As [`need_node`], for a check that changes nothing.
+fn check_node(p: &mut dyn Proj, id: &NodeId, kind: Option<NodeKind>) -> Result<()> {
+    let node = get_node(p, id)?.ok_or_else(|| {
         violation(
             Rule::References,
-            "DANGLING_TOKEN",
-            format!("token {id} does not exist"),
+            "DANGLING_NODE",
+            format!("node {id} is not registered"),
         )
-    })
+    })?;
+    if let Some(kind) = kind {
+        if node.kind != kind {
+            return Err(violation(
+                Rule::References,
+                "WRONG_NODE_KIND",
+                format!("node {id} is a {:?}, not a {kind:?}", node.kind),
+            ));
+        }
+    }
+    Ok(())
 }
 
-/// A token that may still act: it exists and has no terminal outcome.
-fn need_live_token(p: &mut dyn Proj, id: &TokenId) -> Result<TokenRec> {
-    let t = need_token(p, id)?;
+fn dangling_token(id: &TokenId) -> LedgerError {
+    violation(
+        Rule::References,
+        "DANGLING_TOKEN",
+        format!("token {id} does not exist"),
+    )
+}
+
+fn need_token<'p>(p: &'p mut dyn Proj, id: &TokenId) -> Result<&'p TokenRec> {
+    get_token(p, id)?.ok_or_else(|| dangling_token(id))
+}
+
+/// A token that may still act: it has no terminal outcome.
+fn check_live(t: &TokenRec, id: &TokenId) -> Result<()> {
     if let Some((term, seq)) = &t.terminal {
         return Err(violation(
             Rule::TerminalOutcome,
@@ -141,12 +227,12 @@ fn need_live_token(p: &mut dyn Proj, id: &TokenId) -> Result<TokenRec> {
             format!("token {id} already ended {} at seq {seq}", term.name()),
         ));
     }
-    Ok(t)
+    Ok(())
 }
 
 /// A live token that is not waiting in a batch.
-fn need_free_token(p: &mut dyn Proj, id: &TokenId) -> Result<TokenRec> {
-    let t = need_live_token(p, id)?;
+fn check_free(t: &TokenRec, id: &TokenId) -> Result<()> {
+    check_live(t, id)?;
     if let Some(b) = &t.buffered_in {
         return Err(violation(
             Rule::BatchMembership,
@@ -154,6 +240,32 @@ fn need_free_token(p: &mut dyn Proj, id: &TokenId) -> Result<TokenRec> {
             format!("token {id} is buffered in batch {b} until it flushes"),
         ));
     }
+    Ok(())
+}
+
+/// A token that exists and has no terminal outcome.
+fn need_live_token<'p>(p: &'p mut dyn Proj, id: &TokenId) -> Result<&'p TokenRec> {
+    let t = need_token(p, id)?;
+    check_live(t, id)?;
+    Ok(t)
+}
+
+fn need_live_token_mut<'p>(p: &'p mut dyn Proj, id: &TokenId) -> Result<&'p mut TokenRec> {
+    let t = get_token_mut(p, id)?.ok_or_else(|| dangling_token(id))?;
+    check_live(t, id)?;
+    Ok(t)
+}
+
+/// A live token that is not waiting in a batch.
+fn need_free_token<'p>(p: &'p mut dyn Proj, id: &TokenId) -> Result<&'p TokenRec> {
+    let t = need_token(p, id)?;
+    check_free(t, id)?;
+    Ok(t)
+}
+
+fn need_free_token_mut<'p>(p: &'p mut dyn Proj, id: &TokenId) -> Result<&'p mut TokenRec> {
+    let t = get_token_mut(p, id)?.ok_or_else(|| dangling_token(id))?;
+    check_free(t, id)?;
     Ok(t)
 }
 
@@ -169,50 +281,38 @@ fn need_new_token(p: &mut dyn Proj, id: &TokenId) -> Result<()> {
     Ok(())
 }
 
-/// The states list a state id lives in, and the record that owns the list.
-enum StateOwner {
-    Token(TokenRec),
-    Batch(crate::projection::BatchRec),
+fn dangling_batch(b: &BatchId) -> LedgerError {
+    violation(
+        Rule::References,
+        "DANGLING_BATCH",
+        format!("batch {b} does not exist"),
+    )
 }
 
-impl StateOwner {
-    fn states(&mut self) -> &mut Vec<StateRec> {
-        match self {
-            StateOwner::Token(t) => &mut t.states,
-            StateOwner::Batch(b) => &mut b.states,
-        }
-    }
-    fn put(self, p: &mut dyn Proj, subject: &Subject) {
-        match (self, subject) {
-            (StateOwner::Token(t), Subject::Token(id)) => {
-                p.put(PKey::Token(id.clone()), PVal::Token(t))
-            }
-            (StateOwner::Batch(b), Subject::Batch(id)) => {
-                p.put(PKey::Batch(id.clone()), PVal::Batch(b))
-            }
-            // load_owner builds the owner from the subject, so the two always agree.
-            _ => {}
-        }
-    }
-}
-
-fn load_owner(p: &mut dyn Proj, subject: &Subject) -> Result<StateOwner> {
+/// The states of the token or batch a state id names: a missing owner is a dangling
+/// reference.
+fn owner_states<'p>(p: &'p mut dyn Proj, subject: &Subject) -> Result<&'p [StateRec]> {
     match subject {
-        Subject::Token(t) => Ok(StateOwner::Token(need_token(p, t)?)),
-        Subject::Batch(b) => get_batch(p, b)?.map(StateOwner::Batch).ok_or_else(|| {
-            violation(
-                Rule::References,
-                "DANGLING_BATCH",
-                format!("batch {b} does not exist"),
-            )
-        }),
+        Subject::Token(t) => Ok(&need_token(p, t)?.states),
+        Subject::Batch(b) => Ok(&get_batch(p, b)?.ok_or_else(|| dangling_batch(b))?.states),
     }
 }
 
-/// Finds the state `id` in its owner; a state that was never opened is a dangling reference.
-fn state_index(owner: &mut StateOwner, id: &StateId) -> Result<usize> {
-    owner
-        .states()
+fn owner_states_mut<'p>(p: &'p mut dyn Proj, subject: &Subject) -> Result<&'p mut Vec<StateRec>> {
+    match subject {
+        Subject::Token(t) => Ok(&mut get_token_mut(p, t)?
+            .ok_or_else(|| dangling_token(t))?
+            .states),
+        Subject::Batch(b) => Ok(&mut get_batch_mut(p, b)?
+            .ok_or_else(|| dangling_batch(b))?
+            .states),
+    }
+}
+
+/// Finds the state `id` among its owner's states; a state that was never opened is a
+/// dangling reference.
+fn state_index(states: &[StateRec], id: &StateId) -> Result<usize> {
+    states
         .iter()
         .position(|s| s.node == id.node && s.attempt == id.attempt)
         .ok_or_else(|| {
@@ -239,7 +339,7 @@ fn record_sink_write(p: &mut dyn Proj, token: &TokenId, outcome: &Outcome) -> Re
     let Some(write) = outcome.write() else {
         return Ok(());
     };
-    let mut sink = need_node(p, &write.sink, Some(NodeKind::Sink))?;
+    let sink = need_node(p, &write.sink, Some(NodeKind::Sink))?;
     if write.ordinal != sink.next_ordinal {
         return Err(violation(
             Rule::TerminalOutcome,
@@ -250,32 +350,74 @@ fn record_sink_write(p: &mut dyn Proj, token: &TokenId, outcome: &Outcome) -> Re
             ),
         ));
     }
-    let chunk_no = write.ordinal / SINK_CHUNK;
-    let mut chunk = get_chunk(p, (&write.sink, chunk_no))?.unwrap_or_default();
-    chunk.push(token.clone());
-    p.put(
-        PKey::SinkChunk(write.sink.clone(), chunk_no),
-        PVal::SinkChunk(chunk),
-    );
     sink.next_ordinal += 1;
-    p.put(PKey::Node(write.sink.clone()), PVal::Node(sink));
+    let chunk_no = write.ordinal / SINK_CHUNK;
+    match get_chunk_mut(p, (&write.sink, chunk_no))? {
+        Some(chunk) => chunk.push(token.clone()),
+        None => p.put(
+            PKey::SinkChunk(write.sink.clone(), chunk_no),
+            PVal::SinkChunk(vec![token.clone()]),
+        ),
+    }
     Ok(())
+}
+
+/// The parts of a run's record that events change, copied out for the length of one event
+/// so the rules can consult other records meanwhile (the record itself holds strings, and
+/// copying it for every event was a measurable cost). Written back when the event is
+/// accepted; the field names are the record's.
+#[derive(Clone, Copy)]
+struct RunCounters {
+    status: RunStatus,
+    rows: u64,
+    tokens: u64,
+    live_tokens: u64,
+    open_states: u64,
+    states: u64,
+    calls: u64,
+    resumes: u32,
+    last_checkpoint_rows: Option<u64>,
+}
+
+impl RunCounters {
+    fn of(r: &RunRec) -> RunCounters {
+        RunCounters {
+            status: r.status,
+            rows: r.rows,
+            tokens: r.tokens,
+            live_tokens: r.live_tokens,
+            open_states: r.open_states,
+            states: r.states,
+            calls: r.calls,
+            resumes: r.resumes,
+            last_checkpoint_rows: r.last_checkpoint_rows,
+        }
+    }
+
+    fn store(self, r: &mut RunRec) {
+        r.status = self.status;
+        r.rows = self.rows;
+        r.tokens = self.tokens;
+        r.live_tokens = self.live_tokens;
+        r.open_states = self.open_states;
+        r.states = self.states;
+        r.calls = self.calls;
+        r.resumes = self.resumes;
+        r.last_checkpoint_rows = self.last_checkpoint_rows;
+    }
 }
 
 /// Applies one event at `seq` (whose record hashes to `hash`) to `run`'s projections.
 /// On error nothing must be kept: callers apply through a [`TxProj`] and drop it.
 pub fn apply(p: &mut dyn Proj, run: &RunId, seq: u64, hash: Hash32, event: &Event) -> Result<()> {
-    let Some(mut rr) = get_run(p)? else {
+    let Some((next_seq, mut rr)) = run_ref(p, ())?.map(|r| (r.next_seq, RunCounters::of(r))) else {
         return start_run(p, run, seq, hash, event);
     };
-    if seq != rr.next_seq {
+    if seq != next_seq {
         return Err(violation(
             Rule::WellFormed,
             "SEQ",
-            format!(
-                "event at seq {seq}, but the run's next seq is {}",
-                rr.next_seq
-            ),
+            format!("event at seq {seq}, but the run's next seq is {next_seq}"),
         ));
     }
     match (rr.status, event) {
@@ -310,9 +452,10 @@ pub fn apply(p: &mut dyn Proj, run: &RunId, seq: u64, hash: Hash32, event: &Even
         }
     }
     apply_to_running(p, &mut rr, seq, event)?;
-    rr.next_seq = seq + 1;
-    rr.head = hash;
-    p.put(PKey::Run, PVal::Run(rr));
+    let rec = run_mut(p, ())?.ok_or_else(|| vanished(PKeyRef::Run))?;
+    rr.store(rec);
+    rec.next_seq = seq + 1;
+    rec.head = hash;
     Ok(())
 }
 
@@ -365,7 +508,7 @@ fn start_run(p: &mut dyn Proj, run: &RunId, seq: u64, hash: Hash32, event: &Even
     Ok(())
 }
 
-fn apply_to_running(p: &mut dyn Proj, rr: &mut RunRec, seq: u64, event: &Event) -> Result<()> {
+fn apply_to_running(p: &mut dyn Proj, rr: &mut RunCounters, seq: u64, event: &Event) -> Result<()> {
     match event {
         Event::RunStarted { .. } => unreachable_started(),
         Event::NodeRegistered {
@@ -394,17 +537,19 @@ fn apply_to_running(p: &mut dyn Proj, rr: &mut RunRec, seq: u64, event: &Event) 
             );
         }
         Event::EdgeRegistered { from, to, label } => {
-            need_node(p, from, None)?;
-            need_node(p, to, None)?;
-            let key = PKey::Edge(from.clone(), to.clone(), label.clone());
-            if p.get(&key)?.is_some() {
+            check_node(p, from, None)?;
+            check_node(p, to, None)?;
+            if p.get(PKeyRef::Edge(from, to, label))?.is_some() {
                 return Err(violation(
                     Rule::WellFormed,
                     "DUPLICATE_EDGE",
                     format!("edge {from} -> {to} ({label}) exists"),
                 ));
             }
-            p.put(key, PVal::Edge);
+            p.put(
+                PKey::Edge(from.clone(), to.clone(), label.clone()),
+                PVal::Edge,
+            );
         }
         Event::RowIngested {
             row,
@@ -421,7 +566,7 @@ fn apply_to_running(p: &mut dyn Proj, rr: &mut RunRec, seq: u64, event: &Event) 
                     ),
                 ));
             }
-            need_node(p, source, Some(NodeKind::Source))?;
+            check_node(p, source, Some(NodeKind::Source))?;
             let token = TokenId::for_row(*row);
             need_new_token(p, &token)?;
             p.put(
@@ -442,7 +587,7 @@ fn apply_to_running(p: &mut dyn Proj, rr: &mut RunRec, seq: u64, event: &Event) 
             rr.live_tokens += 1;
         }
         Event::ValidationFailed { row, error } => {
-            let mut rec = get_row(p, *row)?.ok_or_else(|| {
+            let rec = get_row(p, *row)?.ok_or_else(|| {
                 violation(
                     Rule::References,
                     "DANGLING_ROW",
@@ -457,21 +602,15 @@ fn apply_to_running(p: &mut dyn Proj, rr: &mut RunRec, seq: u64, event: &Event) 
                 ));
             }
             need_live_token(p, &TokenId::for_row(*row))?;
+            let rec = get_row_mut(p, *row)?.ok_or_else(|| vanished(PKeyRef::Row(*row)))?;
             rec.validation_error = Some(error.clone());
-            p.put(PKey::Row(*row), PVal::Row(rec));
         }
         Event::StateOpened { state, input } => {
-            need_node(p, &state.node, None)?;
-            let mut owner = match &state.subject {
-                Subject::Token(t) => StateOwner::Token(need_free_token(p, t)?),
+            check_node(p, &state.node, None)?;
+            let states: &[StateRec] = match &state.subject {
+                Subject::Token(t) => &need_free_token(p, t)?.states,
                 Subject::Batch(b) => {
-                    let batch = get_batch(p, b)?.ok_or_else(|| {
-                        violation(
-                            Rule::References,
-                            "DANGLING_BATCH",
-                            format!("batch {b} does not exist"),
-                        )
-                    })?;
+                    let batch = get_batch(p, b)?.ok_or_else(|| dangling_batch(b))?;
                     if batch.node != state.node {
                         return Err(violation(
                             Rule::BatchMembership,
@@ -489,15 +628,15 @@ fn apply_to_running(p: &mut dyn Proj, rr: &mut RunRec, seq: u64, event: &Event) 
                             format!("batch {b} has completed"),
                         ));
                     }
-                    StateOwner::Batch(batch)
+                    &batch.states
                 }
             };
-            let previous: Vec<&StateRec> = owner
-                .states()
-                .iter()
-                .filter(|s| s.node == state.node)
-                .collect();
-            let expected = previous.len() as u32 + 1;
+            let mut expected = 1u32;
+            let mut last_open = false;
+            for s in states.iter().filter(|s| s.node == state.node) {
+                expected += 1;
+                last_open = s.status == StateStatus::Open;
+            }
             if state.attempt != expected {
                 return Err(violation(
                     Rule::StateLifecycle,
@@ -508,17 +647,14 @@ fn apply_to_running(p: &mut dyn Proj, rr: &mut RunRec, seq: u64, event: &Event) 
                     ),
                 ));
             }
-            if previous
-                .last()
-                .is_some_and(|s| s.status == StateStatus::Open)
-            {
+            if last_open {
                 return Err(violation(
                     Rule::StateLifecycle,
                     "PREVIOUS_ATTEMPT_OPEN",
                     format!("{}: attempt {} is still open", state.subject, expected - 1),
                 ));
             }
-            owner.states().push(StateRec {
+            owner_states_mut(p, &state.subject)?.push(StateRec {
                 node: state.node.clone(),
                 attempt: state.attempt,
                 input: *input,
@@ -528,7 +664,6 @@ fn apply_to_running(p: &mut dyn Proj, rr: &mut RunRec, seq: u64, event: &Event) 
                 duration_us: 0,
                 calls: 0,
             });
-            owner.put(p, &state.subject);
             rr.open_states += 1;
             rr.states += 1;
         }
@@ -537,9 +672,9 @@ fn apply_to_running(p: &mut dyn Proj, rr: &mut RunRec, seq: u64, event: &Event) 
             result,
             duration_us,
         } => {
-            let mut owner = load_owner(p, &state.subject)?;
-            let i = state_index(&mut owner, state)?;
-            let rec = &mut owner.states()[i];
+            let states = owner_states_mut(p, &state.subject)?;
+            let i = state_index(states, state)?;
+            let rec = &mut states[i];
             need_open(rec, state, Rule::StateLifecycle, "STATE_CLOSED_TWICE")?;
             rec.status = match result {
                 crate::event::StateResult::Completed { output } => {
@@ -552,7 +687,6 @@ fn apply_to_running(p: &mut dyn Proj, rr: &mut RunRec, seq: u64, event: &Event) 
             };
             rec.closed_seq = Some(seq);
             rec.duration_us = *duration_us;
-            owner.put(p, &state.subject);
             rr.open_states = rr.open_states.saturating_sub(1);
         }
         Event::CallAllocated {
@@ -562,9 +696,8 @@ fn apply_to_running(p: &mut dyn Proj, rr: &mut RunRec, seq: u64, event: &Event) 
             request,
             served,
         } => {
-            let mut owner = load_owner(p, &state.subject)?;
-            let i = state_index(&mut owner, state)?;
-            let rec = &mut owner.states()[i];
+            let states = owner_states(p, &state.subject)?;
+            let rec = &states[state_index(states, state)?];
             need_open(rec, state, Rule::CallIndices, "CALL_ON_CLOSED_STATE")?;
             if *index != rec.calls {
                 return Err(violation(
@@ -576,11 +709,12 @@ fn apply_to_running(p: &mut dyn Proj, rr: &mut RunRec, seq: u64, event: &Event) 
                     ),
                 ));
             }
-            rec.calls += 1;
             if let Some(t) = served {
                 check_served(p, state, t)?;
             }
-            owner.put(p, &state.subject);
+            let states = owner_states_mut(p, &state.subject)?;
+            let i = state_index(states, state)?;
+            states[i].calls += 1;
             p.put(
                 PKey::Call(state.clone(), *index),
                 PVal::Call(CallRec {
@@ -600,7 +734,7 @@ fn apply_to_running(p: &mut dyn Proj, rr: &mut RunRec, seq: u64, event: &Event) 
             response,
             latency_us,
         } => {
-            let mut call = get_call(p, (state, *index))?.ok_or_else(|| {
+            let call = get_call(p, (state, *index))?.ok_or_else(|| {
                 violation(
                     Rule::References,
                     "DANGLING_CALL",
@@ -614,21 +748,21 @@ fn apply_to_running(p: &mut dyn Proj, rr: &mut RunRec, seq: u64, event: &Event) 
                     format!("call {index} of state {state} already completed"),
                 ));
             }
-            let mut owner = load_owner(p, &state.subject)?;
-            let i = state_index(&mut owner, state)?;
+            let states = owner_states(p, &state.subject)?;
             need_open(
-                &owner.states()[i],
+                &states[state_index(states, state)?],
                 state,
                 Rule::CallIndices,
                 "CALL_ON_CLOSED_STATE",
             )?;
+            let call = get_call_mut(p, (state, *index))?
+                .ok_or_else(|| vanished(PKeyRef::Call(state, *index)))?;
             call.completion = Some(CallCompletion {
                 outcome: outcome.clone(),
                 response: *response,
                 latency_us: *latency_us,
                 seq,
             });
-            p.put(PKey::Call(state.clone(), *index), PVal::Call(call));
         }
         Event::RouteDecided {
             state,
@@ -636,19 +770,19 @@ fn apply_to_running(p: &mut dyn Proj, rr: &mut RunRec, seq: u64, event: &Event) 
             label,
             to,
         } => {
-            if state.subject != Subject::Token(token.clone()) {
+            if !matches!(&state.subject, Subject::Token(t) if t == token) {
                 return Err(violation(
                     Rule::References,
                     "ROUTE_SUBJECT",
                     format!("state {state} does not process token {token}"),
                 ));
             }
-            let mut t = need_live_token(p, token)?;
-            let mut owner = StateOwner::Token(t.clone());
-            state_index(&mut owner, state)?;
+            let t = need_live_token(p, token)?;
+            state_index(&t.states, state)?;
             for n in to {
-                need_node(p, n, None)?;
+                check_node(p, n, None)?;
             }
+            let t = get_token_mut(p, token)?.ok_or_else(|| dangling_token(token))?;
             t.routes.push(RouteRec {
                 node: state.node.clone(),
                 attempt: state.attempt,
@@ -656,7 +790,6 @@ fn apply_to_running(p: &mut dyn Proj, rr: &mut RunRec, seq: u64, event: &Event) 
                 to: to.clone(),
                 seq,
             });
-            p.put(PKey::Token(token.clone()), PVal::Token(t));
         }
         Event::TokenForked { parent, children } => {
             let kids: Vec<(TokenId, Origin)> = children
@@ -670,14 +803,7 @@ fn apply_to_running(p: &mut dyn Proj, rr: &mut RunRec, seq: u64, event: &Event) 
                     )
                 })
                 .collect();
-            spawn_children(
-                p,
-                rr,
-                seq,
-                parent,
-                kids,
-                crate::projection::Terminal::Forked,
-            )?;
+            spawn_children(p, rr, seq, parent, kids, Terminal::Forked)?;
         }
         Event::TokenExpanded { parent, children } => {
             let kids = children
@@ -685,21 +811,14 @@ fn apply_to_running(p: &mut dyn Proj, rr: &mut RunRec, seq: u64, event: &Event) 
                 .enumerate()
                 .map(|(i, c)| (c.clone(), Origin::Expand { index: i as u64 }))
                 .collect();
-            spawn_children(
-                p,
-                rr,
-                seq,
-                parent,
-                kids,
-                crate::projection::Terminal::Expanded,
-            )?;
+            spawn_children(p, rr, seq, parent, kids, Terminal::Expanded)?;
         }
         Event::TokensCoalesced {
             node,
             parents,
             merged,
         } => {
-            need_node(p, node, Some(NodeKind::Coalesce))?;
+            check_node(p, node, Some(NodeKind::Coalesce))?;
             if parents.is_empty() {
                 return Err(violation(
                     Rule::WellFormed,
@@ -717,7 +836,7 @@ fn apply_to_running(p: &mut dyn Proj, rr: &mut RunRec, seq: u64, event: &Event) 
                         format!("token {parent} listed twice"),
                     ));
                 }
-                let mut t = need_free_token(p, parent)?;
+                let t = need_free_token_mut(p, parent)?;
                 rows.push(t.row);
                 t.terminal = Some((
                     Terminal::Coalesced {
@@ -726,7 +845,6 @@ fn apply_to_running(p: &mut dyn Proj, rr: &mut RunRec, seq: u64, event: &Event) 
                     seq,
                 ));
                 t.children.push(merged.clone());
-                p.put(PKey::Token(parent.clone()), PVal::Token(t));
             }
             let row = common_row(&rows);
             p.put(
@@ -743,7 +861,7 @@ fn apply_to_running(p: &mut dyn Proj, rr: &mut RunRec, seq: u64, event: &Event) 
         }
         Event::BatchOpened { batch, node } => {
             batch.validate()?;
-            need_node(p, node, Some(NodeKind::Aggregation))?;
+            check_node(p, node, Some(NodeKind::Aggregation))?;
             if get_batch(p, batch)?.is_some() {
                 return Err(violation(
                     Rule::WellFormed,
@@ -753,7 +871,7 @@ fn apply_to_running(p: &mut dyn Proj, rr: &mut RunRec, seq: u64, event: &Event) 
             }
             p.put(
                 PKey::Batch(batch.clone()),
-                PVal::Batch(crate::projection::BatchRec {
+                PVal::Batch(BatchRec {
                     node: node.clone(),
                     opened_seq: seq,
                     members: 0,
@@ -767,13 +885,7 @@ fn apply_to_running(p: &mut dyn Proj, rr: &mut RunRec, seq: u64, event: &Event) 
             token,
             ordinal,
         } => {
-            let mut b = get_batch(p, batch)?.ok_or_else(|| {
-                violation(
-                    Rule::References,
-                    "DANGLING_BATCH",
-                    format!("batch {batch} does not exist"),
-                )
-            })?;
+            let b = get_batch(p, batch)?.ok_or_else(|| dangling_batch(batch))?;
             if b.completion.is_some() {
                 return Err(violation(
                     Rule::BatchMembership,
@@ -791,16 +903,15 @@ fn apply_to_running(p: &mut dyn Proj, rr: &mut RunRec, seq: u64, event: &Event) 
                     ),
                 ));
             }
-            let mut t = need_free_token(p, token)?;
+            let t = need_free_token_mut(p, token)?;
             t.buffered_in = Some(batch.clone());
             t.batches.push(batch.clone());
-            b.members += 1;
-            p.put(PKey::Token(token.clone()), PVal::Token(t));
             p.put(
                 PKey::Member(batch.clone(), *ordinal),
                 PVal::Member(token.clone()),
             );
-            p.put(PKey::Batch(batch.clone()), PVal::Batch(b));
+            let b = get_batch_mut(p, batch)?.ok_or_else(|| dangling_batch(batch))?;
+            b.members += 1;
         }
         Event::BatchCompleted {
             batch,
@@ -809,7 +920,7 @@ fn apply_to_running(p: &mut dyn Proj, rr: &mut RunRec, seq: u64, event: &Event) 
             outputs,
         } => complete_batch(p, rr, seq, batch, trigger, state, outputs)?,
         Event::TokenOutcome { token, outcome } => {
-            let mut t = need_live_token(p, token)?;
+            let t = need_live_token(p, token)?;
             if let Some(b) = &t.buffered_in {
                 return Err(violation(
                     Rule::BatchMembership,
@@ -820,13 +931,15 @@ fn apply_to_running(p: &mut dyn Proj, rr: &mut RunRec, seq: u64, event: &Event) 
                 ));
             }
             if let Outcome::Quarantined { .. } = outcome {
-                let failed = match t.row {
-                    Some(r) if t.origin == Origin::Source => {
-                        get_row(p, r)?.and_then(|row| row.validation_error)
-                    }
+                let source_row = match t.row {
+                    Some(r) if t.origin == Origin::Source => Some(r),
                     _ => None,
                 };
-                if failed.is_none() {
+                let failed = match source_row {
+                    Some(r) => get_row(p, r)?.is_some_and(|row| row.validation_error.is_some()),
+                    None => false,
+                };
+                if !failed {
                     return Err(violation(
                         Rule::TerminalOutcome,
                         "QUARANTINE_WITHOUT_VALIDATION_ERROR",
@@ -835,8 +948,8 @@ fn apply_to_running(p: &mut dyn Proj, rr: &mut RunRec, seq: u64, event: &Event) 
                 }
             }
             record_sink_write(p, token, outcome)?;
+            let t = get_token_mut(p, token)?.ok_or_else(|| dangling_token(token))?;
             t.terminal = Some((Terminal::Outcome(outcome.clone()), seq));
-            p.put(PKey::Token(token.clone()), PVal::Token(t));
             rr.live_tokens = rr.live_tokens.saturating_sub(1);
         }
         Event::ArtifactWritten {
@@ -846,9 +959,11 @@ fn apply_to_running(p: &mut dyn Proj, rr: &mut RunRec, seq: u64, event: &Event) 
             size,
             rows,
         } => {
-            let mut node = need_node(p, sink, Some(NodeKind::Sink))?;
+            let node = need_node(p, sink, Some(NodeKind::Sink))?;
+            let ordinal = node.artifacts;
+            node.artifacts += 1;
             p.put(
-                PKey::Artifact(sink.clone(), node.artifacts),
+                PKey::Artifact(sink.clone(), ordinal),
                 PVal::Artifact(ArtifactRec {
                     path: path.clone(),
                     content_hash: *content_hash,
@@ -857,8 +972,6 @@ fn apply_to_running(p: &mut dyn Proj, rr: &mut RunRec, seq: u64, event: &Event) 
                     seq,
                 }),
             );
-            node.artifacts += 1;
-            p.put(PKey::Node(sink.clone()), PVal::Node(node));
         }
         Event::Checkpoint { rows_ingested, .. } => {
             if *rows_ingested > rr.rows {
@@ -944,7 +1057,7 @@ fn common_row(rows: &[Option<u64>]) -> Option<u64> {
 
 fn spawn_children(
     p: &mut dyn Proj,
-    rr: &mut RunRec,
+    rr: &mut RunCounters,
     seq: u64,
     parent: &TokenId,
     children: Vec<(TokenId, Origin)>,
@@ -957,7 +1070,7 @@ fn spawn_children(
             format!("{} of {parent} with no children", terminal.name()),
         ));
     }
-    let mut t = need_free_token(p, parent)?;
+    let row = need_free_token(p, parent)?.row;
     for (i, (child, origin)) in children.iter().enumerate() {
         if children[..i].iter().any(|(c, _)| c == child) {
             return Err(violation(
@@ -970,37 +1083,32 @@ fn spawn_children(
         p.put(
             PKey::Token(child.clone()),
             PVal::Token(TokenRec::new(
-                t.row,
+                row,
                 origin.clone(),
                 vec![parent.clone()],
                 seq,
             )),
         );
-        t.children.push(child.clone());
     }
+    let count = children.len() as u64;
+    let t = get_token_mut(p, parent)?.ok_or_else(|| dangling_token(parent))?;
+    t.children.extend(children.into_iter().map(|(c, _)| c));
     t.terminal = Some((terminal, seq));
-    p.put(PKey::Token(parent.clone()), PVal::Token(t));
-    rr.tokens += children.len() as u64;
-    rr.live_tokens = rr.live_tokens + children.len() as u64 - 1;
+    rr.tokens += count;
+    rr.live_tokens = rr.live_tokens + count - 1;
     Ok(())
 }
 
 fn complete_batch(
     p: &mut dyn Proj,
-    rr: &mut RunRec,
+    rr: &mut RunCounters,
     seq: u64,
-    batch: &crate::ids::BatchId,
+    batch: &BatchId,
     trigger: &str,
     state: &StateId,
     outputs: &BatchOutputs,
 ) -> Result<()> {
-    let mut b = get_batch(p, batch)?.ok_or_else(|| {
-        violation(
-            Rule::References,
-            "DANGLING_BATCH",
-            format!("batch {batch} does not exist"),
-        )
-    })?;
+    let b = get_batch(p, batch)?.ok_or_else(|| dangling_batch(batch))?;
     if b.completion.is_some() {
         return Err(violation(
             Rule::BatchMembership,
@@ -1008,7 +1116,7 @@ fn complete_batch(
             format!("batch {batch} already completed"),
         ));
     }
-    if state.subject != Subject::Batch(batch.clone()) {
+    if !matches!(&state.subject, Subject::Batch(s) if s == batch) {
         return Err(violation(
             Rule::BatchMembership,
             "BATCH_STATE",
@@ -1043,18 +1151,19 @@ fn complete_batch(
             ),
         ));
     }
-    if b.members == 0 {
+    let member_count = b.members;
+    if member_count == 0 {
         return Err(violation(
             Rule::WellFormed,
             "EMPTY_BATCH",
             format!("batch {batch} has no members"),
         ));
     }
-    let mut members = Vec::with_capacity(b.members as usize);
-    for i in 0..b.members {
+    let mut members = Vec::with_capacity(member_count as usize);
+    for i in 0..member_count {
         let id = get_member(p, (batch, i))?
             .ok_or_else(|| LedgerError::Corrupt(format!("batch {batch} lacks member {i}")))?;
-        members.push(id);
+        members.push(id.clone());
     }
     let new_outputs: &[TokenId] = match outputs {
         BatchOutputs::Transform { outputs } => outputs,
@@ -1070,12 +1179,13 @@ fn complete_batch(
         }
         need_new_token(p, out)?;
     }
+    let transform = matches!(outputs, BatchOutputs::Transform { .. });
     let mut rows = Vec::with_capacity(members.len());
     for m in &members {
-        let mut t = need_live_token(p, m)?;
+        let t = need_live_token_mut(p, m)?;
         rows.push(t.row);
         t.buffered_in = None;
-        if let BatchOutputs::Transform { .. } = outputs {
+        if transform {
             t.terminal = Some((
                 Terminal::ConsumedInBatch {
                     batch: batch.clone(),
@@ -1084,9 +1194,8 @@ fn complete_batch(
             ));
             t.children.extend(new_outputs.iter().cloned());
         }
-        p.put(PKey::Token(m.clone()), PVal::Token(t));
     }
-    if let BatchOutputs::Transform { .. } = outputs {
+    if transform {
         let row = common_row(&rows);
         for out in new_outputs {
             p.put(
@@ -1104,12 +1213,12 @@ fn complete_batch(
         rr.tokens += new_outputs.len() as u64;
         rr.live_tokens = rr.live_tokens + new_outputs.len() as u64 - members.len() as u64;
     }
+    let b = get_batch_mut(p, batch)?.ok_or_else(|| dangling_batch(batch))?;
     b.completion = Some(BatchCompletion {
         trigger: trigger.to_string(),
         state: state.clone(),
         outputs: outputs.clone(),
         seq,
     });
-    p.put(PKey::Batch(batch.clone()), PVal::Batch(b));
     Ok(())
 }

@@ -5,7 +5,7 @@
 use crate::codec;
 use crate::error::{LedgerError, Result};
 use crate::ids::{Hash32, RunId};
-use crate::projection::{self, PKey, PVal};
+use crate::projection::{self, PKey, PKeyRef, PVal};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
@@ -69,6 +69,10 @@ impl Store {
     }
 
     pub fn get_proj(&self, run: &RunId, key: &PKey) -> Result<Option<PVal>> {
+        self.load_proj(run, key.as_ref())
+    }
+
+    pub fn load_proj(&self, run: &RunId, key: PKeyRef<'_>) -> Result<Option<PVal>> {
         match self.get_raw(&key.encode(run))? {
             None => Ok(None),
             Some(bytes) => Ok(Some(codec::decode(&bytes)?)),

@@ -11,11 +11,11 @@ use crate::codec;
 use crate::error::{violation, LedgerError, Result, Rule};
 use crate::event::Event;
 use crate::ids::{Hash32, NodeId, RunId, StateId, Subject, TokenId};
-use crate::projection::{self, PKey, PVal, StateRec};
+use crate::projection::{self, PKey, PKeyRef, PVal, StateRec};
 use crate::rules::{self, Proj, TxProj};
 use crate::store::Store;
 use crossbeam_channel::{Receiver, Sender};
-use std::collections::HashMap;
+use hashbrown::{HashMap, HashSet};
 use std::sync::Arc;
 
 /// Most commands folded into one commit group.
@@ -82,43 +82,83 @@ pub(crate) enum Cmd {
     },
 }
 
-type Cache = HashMap<RunId, HashMap<PKey, PVal>>;
+/// One run's projections as the writer knows them: a read-through cache of storage, in which
+/// the current group's changes are made (and from which they are written).
+type RunCache = HashMap<PKey, PVal>;
 
 pub(crate) struct Writer {
     store: Arc<Store>,
-    cache: Cache,
-    cached: usize,
+    cache: HashMap<RunId, RunCache>,
 }
 
-/// A run's changes within the current group.
+/// A run's part of the current group.
 #[derive(Default)]
 struct GroupRun {
-    changes: HashMap<PKey, PVal>,
+    /// Keys of the records the group changed: only these are encoded and written.
+    dirty: HashSet<PKey>,
     segment: Vec<u8>,
     first_seq: Option<u64>,
     started: bool,
 }
 
-/// Reads through the group's changes, then the cache, then storage.
+/// The commands of one commit group, applied and waiting to be written.
+#[derive(Default)]
+struct Group {
+    runs: HashMap<RunId, GroupRun>,
+    payloads: Vec<Vec<u8>>,
+    durable: bool,
+    replies: Vec<Reply>,
+}
+
+/// Reads through the run's cache to storage; changes go to the cache and are noted as
+/// dirty. Commands apply through a [`TxProj`] over this, so a rejected command leaves
+/// the cache as it was.
 struct GroupProj<'a> {
     run: &'a RunId,
-    changes: &'a mut HashMap<PKey, PVal>,
-    cache: Option<&'a HashMap<PKey, PVal>>,
+    cache: &'a mut RunCache,
+    dirty: &'a mut HashSet<PKey>,
     store: &'a Store,
 }
 
+impl GroupProj<'_> {
+    /// Brings `key`'s record into the cache if storage has it; false if nobody has it.
+    fn load(&mut self, key: PKeyRef<'_>) -> Result<bool> {
+        if self.cache.contains_key(&key) {
+            return Ok(true);
+        }
+        match self.store.load_proj(self.run, key)? {
+            Some(v) => {
+                self.cache.insert(key.to_owned(), v);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    fn mark(&mut self, key: PKeyRef<'_>) {
+        if !self.dirty.contains(&key) {
+            self.dirty.insert(key.to_owned());
+        }
+    }
+}
+
 impl Proj for GroupProj<'_> {
-    fn get(&mut self, key: &PKey) -> Result<Option<PVal>> {
-        if let Some(v) = self.changes.get(key) {
-            return Ok(Some(v.clone()));
+    fn get(&mut self, key: PKeyRef<'_>) -> Result<Option<&PVal>> {
+        if !self.load(key)? {
+            return Ok(None);
         }
-        if let Some(v) = self.cache.and_then(|c| c.get(key)) {
-            return Ok(Some(v.clone()));
+        Ok(self.cache.get(&key))
+    }
+    fn get_mut(&mut self, key: PKeyRef<'_>) -> Result<Option<&mut PVal>> {
+        if !self.load(key)? {
+            return Ok(None);
         }
-        self.store.get_proj(self.run, key)
+        self.mark(key);
+        Ok(self.cache.get_mut(&key))
     }
     fn put(&mut self, key: PKey, val: PVal) {
-        self.changes.insert(key, val);
+        self.mark(key.as_ref());
+        self.cache.insert(key, val);
     }
 }
 
@@ -132,7 +172,6 @@ impl Writer {
         Writer {
             store,
             cache: HashMap::new(),
-            cached: 0,
         }
     }
 
@@ -151,49 +190,61 @@ impl Writer {
     }
 
     fn process_group(&mut self, cmds: Vec<Cmd>) {
-        let mut group: HashMap<RunId, GroupRun> = HashMap::new();
-        let mut replies = Vec::with_capacity(cmds.len());
-        let mut payloads: Vec<Vec<u8>> = Vec::new();
-        let mut durable = false;
+        let mut group = Group::default();
         for cmd in cmds {
             match cmd {
                 Cmd::Flush { reply } => {
-                    durable = true;
-                    replies.push(Reply::Flush(reply));
+                    group.durable = true;
+                    group.replies.push(Reply::Flush(reply));
                 }
                 Cmd::ClearCache { reply } => {
+                    // The commands before it changed the cache and are not written yet:
+                    // write them first, so that clearing loses nothing of theirs.
+                    self.finish_group(std::mem::take(&mut group));
                     self.cache.clear();
-                    self.cached = 0;
                     let _ = reply.send(());
                 }
                 Cmd::Commit {
                     run,
                     items,
-                    payloads: p,
+                    payloads,
                     durability,
                     reply,
                 } => {
-                    let gr = group.entry(run.clone()).or_default();
-                    let result = self.apply_commit(&run, gr, items);
+                    let gr = group.runs.entry(run.clone()).or_default();
+                    let cache = self.cache.entry(run.clone()).or_default();
+                    let result = apply_commit(&self.store, &run, cache, gr, items);
                     if result.is_ok() {
-                        payloads.extend(p);
-                        durable |= durability == Durability::Flushed;
+                        group.payloads.extend(payloads);
+                        group.durable |= durability == Durability::Flushed;
                     }
-                    replies.push(Reply::Commit(reply, result));
+                    group.replies.push(Reply::Commit(reply, result));
                 }
             }
         }
-        let written = self.write_group(&mut group, payloads, durable);
+        self.finish_group(group);
+    }
+
+    /// Writes the group and answers its commands.
+    fn finish_group(&mut self, mut group: Group) {
+        if group.replies.is_empty() {
+            return;
+        }
+        let written = self.write_group(&mut group);
         match written {
-            Ok(()) => self.remember(group),
+            Ok(()) => {
+                let cached: usize = self.cache.values().map(|c| c.len()).sum();
+                if cached > CACHE_LIMIT {
+                    self.cache.clear();
+                }
+            }
             Err(_) => {
-                // Storage refused the batch: nothing of it is there, so forget what was
-                // cached from it too.
+                // Storage refused the batch: nothing of it is there, but the cache holds
+                // its changes; forget them.
                 self.cache.clear();
-                self.cached = 0;
             }
         }
-        for reply in replies {
+        for reply in group.replies {
             match reply {
                 Reply::Commit(tx, result) => {
                     let result = match (&written, result) {
@@ -214,76 +265,15 @@ impl Writer {
         }
     }
 
-    /// Applies one command in its own transaction over the group's state so far.
-    fn apply_commit(&self, run: &RunId, gr: &mut GroupRun, items: Vec<Item>) -> Result<Receipt> {
-        let mut base = GroupProj {
-            run,
-            changes: &mut gr.changes,
-            cache: self.cache.get(run),
-            store: &self.store,
-        };
-        let mut tx = TxProj::new(&mut base);
-        let mut segment = Vec::new();
-        let mut receipt = Receipt {
-            first_seq: 0,
-            last_seq: 0,
-            head: Hash32::ZERO,
-            allocated: Vec::new(),
-        };
-        let mut started = false;
-        for (i, item) in items.into_iter().enumerate() {
-            let (seq, prev) = match rules::get_run(&mut tx)? {
-                Some(rr) => (rr.next_seq, rr.head),
-                None => (0, Hash32::ZERO),
-            };
-            let event = resolve(&mut tx, item, &mut receipt.allocated)?;
-            if let Event::RunStarted { .. } = event {
-                started = true;
-            }
-            let bytes = codec::encode(&event)?;
-            if bytes.len() > codec::DECODE_LIMIT {
-                return Err(violation(
-                    Rule::WellFormed,
-                    "EVENT_TOO_LARGE",
-                    format!("{} event of {} bytes", event.name(), bytes.len()),
-                ));
-            }
-            let hash = codec::write_record(&mut segment, seq, &prev, &bytes);
-            rules::apply(&mut tx, run, seq, hash, &event)?;
-            if i == 0 {
-                receipt.first_seq = seq;
-            }
-            receipt.last_seq = seq;
-            receipt.head = hash;
-        }
-        if segment.is_empty() {
-            return Err(violation(
-                Rule::WellFormed,
-                "EMPTY_COMMIT",
-                "a commit needs at least one event",
-            ));
-        }
-        tx.commit();
-        gr.first_seq.get_or_insert(receipt.first_seq);
-        gr.segment.extend_from_slice(&segment);
-        gr.started |= started;
-        Ok(receipt)
-    }
-
-    fn write_group(
-        &self,
-        group: &mut HashMap<RunId, GroupRun>,
-        payloads: Vec<Vec<u8>>,
-        durable: bool,
-    ) -> Result<(), String> {
+    fn write_group(&self, group: &mut Group) -> Result<(), String> {
         let mut batch = sled::Batch::default();
         let mut any = false;
-        for bytes in payloads {
+        for bytes in std::mem::take(&mut group.payloads) {
             let hash = Hash32::of(&bytes);
             batch.insert(projection::payload_key(&hash), bytes);
             any = true;
         }
-        for (run, gr) in group.iter_mut() {
+        for (run, gr) in group.runs.iter_mut() {
             let Some(first) = gr.first_seq else { continue };
             batch.insert(
                 projection::log_key(run, first),
@@ -292,7 +282,11 @@ impl Writer {
             if gr.started {
                 batch.insert(projection::run_index_key(run), Vec::new());
             }
-            for (k, v) in &gr.changes {
+            let cache = self.cache.get(run);
+            for k in &gr.dirty {
+                let v = cache
+                    .and_then(|c| c.get(k))
+                    .ok_or_else(|| format!("changed projection {k:?} left the cache"))?;
                 let bytes = codec::encode(v).map_err(|e| e.to_string())?;
                 batch.insert(k.encode(run), bytes);
             }
@@ -304,29 +298,72 @@ impl Writer {
                 .apply_batch(batch)
                 .map_err(|e| e.to_string())?;
         }
-        if durable {
+        if group.durable {
             self.store.db.flush().map_err(|e| e.to_string())?;
         }
         Ok(())
     }
+}
 
-    fn remember(&mut self, group: HashMap<RunId, GroupRun>) {
-        for (run, gr) in group {
-            if gr.first_seq.is_none() {
-                continue;
-            }
-            let cache = self.cache.entry(run).or_default();
-            for (k, v) in gr.changes {
-                if cache.insert(k, v).is_none() {
-                    self.cached += 1;
+/// Applies one command in its own transaction over the group's state so far.
+fn apply_commit(
+    store: &Store,
+    run: &RunId,
+    cache: &mut RunCache,
+    gr: &mut GroupRun,
+    items: Vec<Item>,
+) -> Result<Receipt> {
+    let mut base = GroupProj {
+        run,
+        cache,
+        dirty: &mut gr.dirty,
+        store,
+    };
+    let mut tx = TxProj::new(&mut base);
+    let mut segment = Vec::new();
+    let mut receipt = Receipt {
+        first_seq: 0,
+        last_seq: 0,
+        head: Hash32::ZERO,
+        allocated: Vec::new(),
+    };
+    let mut started = false;
+    for (i, item) in items.into_iter().enumerate() {
+        let (seq, prev) = rules::run_head(&mut tx)?;
+        let event = resolve(&mut tx, item, &mut receipt.allocated)?;
+        if let Event::RunStarted { .. } = event {
+            started = true;
+        }
+        let hash =
+            match codec::append_record(&mut segment, seq, &prev, &event, codec::DECODE_LIMIT)? {
+                Ok(hash) => hash,
+                Err(len) => {
+                    return Err(violation(
+                        Rule::WellFormed,
+                        "EVENT_TOO_LARGE",
+                        format!("{} event of {len} bytes", event.name()),
+                    ))
                 }
-            }
+            };
+        rules::apply(&mut tx, run, seq, hash, &event)?;
+        if i == 0 {
+            receipt.first_seq = seq;
         }
-        if self.cached > CACHE_LIMIT {
-            self.cache.clear();
-            self.cached = 0;
-        }
+        receipt.last_seq = seq;
+        receipt.head = hash;
     }
+    if segment.is_empty() {
+        return Err(violation(
+            Rule::WellFormed,
+            "EMPTY_COMMIT",
+            "a commit needs at least one event",
+        ));
+    }
+    tx.commit();
+    gr.first_seq.get_or_insert(receipt.first_seq);
+    gr.segment.extend_from_slice(&segment);
+    gr.started |= started;
+    Ok(receipt)
 }
 
 /// Turns an item into its event, allocating attempt numbers and call indices from the
@@ -368,9 +405,10 @@ fn resolve(p: &mut dyn Proj, item: Item, allocated: &mut Vec<u32>) -> Result<Eve
                         format!("state {state} was never opened"),
                     )
                 })?;
-            allocated.push(rec.calls);
+            let index = rec.calls;
+            allocated.push(index);
             Ok(Event::CallAllocated {
-                index: rec.calls,
+                index,
                 state,
                 kind,
                 request,
@@ -380,7 +418,7 @@ fn resolve(p: &mut dyn Proj, item: Item, allocated: &mut Vec<u32>) -> Result<Eve
     }
 }
 
-fn subject_states(p: &mut dyn Proj, subject: &Subject) -> Result<Vec<StateRec>> {
+fn subject_states<'p>(p: &'p mut dyn Proj, subject: &Subject) -> Result<&'p [StateRec]> {
     let missing = |what: &str, id: &dyn std::fmt::Display| {
         violation(
             Rule::References,
@@ -389,15 +427,15 @@ fn subject_states(p: &mut dyn Proj, subject: &Subject) -> Result<Vec<StateRec>> 
         )
     };
     match subject {
-        Subject::Token(t) => match p.get(&PKey::Token(t.clone()))? {
-            Some(PVal::Token(rec)) => Ok(rec.states),
+        Subject::Token(t) => match p.get(PKeyRef::Token(t))? {
+            Some(PVal::Token(rec)) => Ok(&rec.states),
             Some(_) => Err(LedgerError::Corrupt(format!(
                 "token {t} record has the wrong kind"
             ))),
             None => Err(missing("token", t)),
         },
-        Subject::Batch(b) => match p.get(&PKey::Batch(b.clone()))? {
-            Some(PVal::Batch(rec)) => Ok(rec.states),
+        Subject::Batch(b) => match p.get(PKeyRef::Batch(b))? {
+            Some(PVal::Batch(rec)) => Ok(&rec.states),
             Some(_) => Err(LedgerError::Corrupt(format!(
                 "batch {b} record has the wrong kind"
             ))),
