@@ -334,7 +334,13 @@ fn read_source(
                     break;
                 }
                 Some(Ok(rec)) => {
-                    worker::ingest(plan, &mut commit, rows + chunk.len() as u64, &rec)?;
+                    worker::ingest(
+                        plan,
+                        run.ledger(),
+                        &mut commit,
+                        rows + chunk.len() as u64,
+                        &rec,
+                    )?;
                     chunk.push(rec);
                 }
                 Some(Err(e)) => return Err(e.into()),

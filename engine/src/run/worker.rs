@@ -47,25 +47,27 @@ pub struct RowResult {
     pub quarantined: u64,
 }
 
-/// Stores a value's canonical bytes in the commit unless it is the value stored last.
-struct Payloads {
+/// Stores a row's canonical bytes in the payload store unless it is the value stored last.
+///
+/// Payloads are written by the worker itself, before it sends the commit that references
+/// them: they are content-addressed (writing one twice changes nothing), the write happens
+/// before the commit reaches the writer so storage orders it first, and it keeps the one
+/// writer thread free for the log and projections.
+struct Payloads<'a> {
+    ledger: &'a attest_ledger::Ledger,
     last: Option<Hash32>,
 }
 
-impl Payloads {
-    fn store_row(&mut self, commit: &mut Commit, row: &Row) -> Result<Hash32, EngineError> {
+impl Payloads<'_> {
+    fn store_row(&mut self, _commit: &mut Commit, row: &Row) -> Result<Hash32, EngineError> {
         let bytes = attest_ledger::canonical::object_to_canonical_bytes(row)
             .map_err(|e| EngineError::Ledger(e.into()))?;
-        Ok(self.keep(commit, bytes))
-    }
-
-    fn keep(&mut self, commit: &mut Commit, bytes: Vec<u8>) -> Hash32 {
         let hash = Hash32::of(&bytes);
         if self.last != Some(hash) {
-            commit.payloads.push(bytes);
+            self.ledger.put_payload(&bytes)?;
             self.last = Some(hash);
         }
-        hash
+        Ok(hash)
     }
 }
 
@@ -74,13 +76,14 @@ impl Payloads {
 /// mean a lost row.
 pub fn ingest(
     plan: &Plan,
+    ledger: &attest_ledger::Ledger,
     commit: &mut Commit,
     row_index: u64,
     record: &SourceRecord,
 ) -> Result<(), EngineError> {
     let bytes = attest_ledger::canonical::to_canonical_bytes(&record.raw)
         .map_err(|e| EngineError::Ledger(e.into()))?;
-    let payload = commit.payload(bytes);
+    let payload = ledger.put_payload(&bytes)?;
     commit.push(Event::RowIngested {
         row: row_index,
         source: plan.source.id.clone(),
@@ -97,7 +100,10 @@ pub fn process_record(
     record: SourceRecord,
 ) -> Result<RowResult, EngineError> {
     let mut commit = Commit::new();
-    let mut payloads = Payloads { last: None };
+    let mut payloads = Payloads {
+        ledger: run.ledger(),
+        last: None,
+    };
     let mut result = RowResult {
         row_index,
         ..RowResult::default()
