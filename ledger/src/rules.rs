@@ -269,8 +269,14 @@ fn need_free_token_mut<'p>(p: &'p mut dyn Proj, id: &TokenId) -> Result<&'p mut 
     Ok(t)
 }
 
+/// A new id that could not be a storage key part (empty, NUL, too long) breaks the
+/// well-formedness rule like any other malformed event.
+fn well_formed_id(r: std::result::Result<(), crate::ids::InvalidId>) -> Result<()> {
+    r.map_err(|e| violation(Rule::WellFormed, "INVALID_ID", e.to_string()))
+}
+
 fn need_new_token(p: &mut dyn Proj, id: &TokenId) -> Result<()> {
-    id.validate()?;
+    well_formed_id(id.validate())?;
     if get_token(p, id)?.is_some() {
         return Err(violation(
             Rule::WellFormed,
@@ -517,7 +523,7 @@ fn apply_to_running(p: &mut dyn Proj, rr: &mut RunCounters, seq: u64, event: &Ev
             plugin,
             config_hash,
         } => {
-            node.validate()?;
+            well_formed_id(node.validate())?;
             if get_node(p, node)?.is_some() {
                 return Err(violation(
                     Rule::WellFormed,
@@ -860,7 +866,7 @@ fn apply_to_running(p: &mut dyn Proj, rr: &mut RunCounters, seq: u64, event: &Ev
             rr.live_tokens = rr.live_tokens + 1 - parents.len() as u64;
         }
         Event::BatchOpened { batch, node } => {
-            batch.validate()?;
+            well_formed_id(batch.validate())?;
             check_node(p, node, Some(NodeKind::Aggregation))?;
             if get_batch(p, batch)?.is_some() {
                 return Err(violation(

@@ -238,6 +238,17 @@ impl Ledger {
                     "log segments are not contiguous",
                 )));
             }
+            // A segment with no records would pass the walk unnoticed: it cannot be written
+            // (commits are never empty), so it is a sign of tampering.
+            if segment.is_empty() {
+                return Ok(Err(fail(
+                    FailureCode::DecodeFailed,
+                    Some(expected_seq),
+                    "a segment holding at least one record",
+                    "an empty segment",
+                    "log segment is empty",
+                )));
+            }
             for rec in codec::read_segment(&segment) {
                 let seq = walk.events;
                 let rec = match rec {

@@ -215,3 +215,56 @@ fn lineage_follows_a_fork_to_both_sinks() {
         .unwrap()
         .is_none());
 }
+
+#[test]
+fn an_invalid_new_id_is_a_rule_violation_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(dir.path()).unwrap();
+    let run = ledger
+        .start_run(RunStart {
+            config: b"c".to_vec(),
+            engine_version: "t".into(),
+            started_at_ms: 3,
+        })
+        .unwrap();
+    // Ids arrive decoded from storage or built by serde without `new`'s check.
+    let bad: NodeId = serde_json::from_str("\"a\\u0000b\"").unwrap();
+    let before = ledger.run_record(run.id()).unwrap();
+    let err = run
+        .append(vec![Event::NodeRegistered {
+            node: bad,
+            kind: NodeKind::Sink,
+            plugin: "p".into(),
+            config_hash: Hash32::ZERO,
+        }])
+        .unwrap_err();
+    let v = err.rule().expect("a rule violation");
+    assert_eq!((v.rule, v.code), (Rule::WellFormed, "INVALID_ID"));
+    assert_eq!(ledger.run_record(run.id()).unwrap(), before);
+}
+
+#[test]
+fn an_empty_log_segment_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(dir.path()).unwrap();
+    let run = ledger
+        .start_run(RunStart {
+            config: b"c".to_vec(),
+            engine_version: "t".into(),
+            started_at_ms: 4,
+        })
+        .unwrap();
+    ledger.flush().unwrap();
+    let events = ledger.run_record(run.id()).unwrap().unwrap().next_seq;
+    ledger
+        .raw_db()
+        .insert(
+            attest_ledger::projection::log_key(run.id(), events),
+            Vec::<u8>::new(),
+        )
+        .unwrap();
+    let report = ledger.verify(run.id(), &VerifyOptions::default()).unwrap();
+    let f = report.failure.expect("an empty segment is a failure");
+    assert_eq!(f.code, attest_ledger::verify::FailureCode::DecodeFailed);
+    assert_eq!(f.seq, Some(events));
+}
