@@ -13,7 +13,7 @@ fn sigint_records_an_interrupted_run_and_exits_3() {
         csv.push_str(&format!("{i},name {i},{}.5,true\n", i % 3000));
     }
     s.write("examples/threshold-gate/input.csv", &csv);
-    let mut child = std::process::Command::new(attest_tests::binary())
+    let child = std::process::Command::new(attest_tests::binary())
         .args(["run", "examples/threshold-gate/pipeline.yaml", "--json"])
         .current_dir(s.path())
         .stdout(std::process::Stdio::piped())
