@@ -843,6 +843,7 @@ fn apply_to_running(p: &mut dyn Proj, rr: &mut RunCounters, seq: u64, event: &Ev
                     ));
                 }
                 let t = need_free_token_mut(p, parent)?;
+                no_open_state(t, parent)?;
                 rows.push(t.row);
                 t.terminal = Some((
                     Terminal::Coalesced {
@@ -899,6 +900,15 @@ fn apply_to_running(p: &mut dyn Proj, rr: &mut RunCounters, seq: u64, event: &Ev
                     format!("batch {batch} has completed; its membership is fixed"),
                 ));
             }
+            // The state that processes a batch processes the members it had when it
+            // opened: joining later would let a completion claim rows it never saw.
+            if !b.states.is_empty() {
+                return Err(violation(
+                    Rule::BatchMembership,
+                    "BATCH_PROCESSING",
+                    format!("batch {batch} is already being processed; its membership is fixed"),
+                ));
+            }
             if *ordinal != b.members {
                 return Err(violation(
                     Rule::BatchMembership,
@@ -927,6 +937,7 @@ fn apply_to_running(p: &mut dyn Proj, rr: &mut RunCounters, seq: u64, event: &Ev
         } => complete_batch(p, rr, seq, batch, trigger, state, outputs)?,
         Event::TokenOutcome { token, outcome } => {
             let t = need_live_token(p, token)?;
+            no_open_state(&t, token)?;
             if let Some(b) = &t.buffered_in {
                 return Err(violation(
                     Rule::BatchMembership,
@@ -1061,6 +1072,22 @@ fn common_row(rows: &[Option<u64>]) -> Option<u64> {
     rows.iter().all(|r| *r == first).then_some(first).flatten()
 }
 
+/// A token ends only after every state it opened has closed (a state left open could
+/// still take calls for a token that has already ended).
+fn no_open_state(t: &TokenRec, token: &TokenId) -> Result<()> {
+    match t.states.iter().find(|s| s.status == StateStatus::Open) {
+        None => Ok(()),
+        Some(s) => Err(violation(
+            Rule::StateLifecycle,
+            "STATE_OPEN_AT_OUTCOME",
+            format!(
+                "token {token} cannot end while its state at {} (attempt {}) is open",
+                s.node, s.attempt
+            ),
+        )),
+    }
+}
+
 fn spawn_children(
     p: &mut dyn Proj,
     rr: &mut RunCounters,
@@ -1076,7 +1103,9 @@ fn spawn_children(
             format!("{} of {parent} with no children", terminal.name()),
         ));
     }
-    let row = need_free_token(p, parent)?.row;
+    let parent_rec = need_free_token(p, parent)?;
+    no_open_state(parent_rec, parent)?;
+    let row = parent_rec.row;
     for (i, (child, origin)) in children.iter().enumerate() {
         if children[..i].iter().any(|(c, _)| c == child) {
             return Err(violation(

@@ -2291,6 +2291,7 @@ impl Sim {
             }
             Bad::TokenBuffered => {
                 let (token, batch) = self.ensure_buffered(a);
+                let mut code = "TOKEN_BUFFERED";
                 let event = match v % 4 {
                     0 => Event::TokenOutcome {
                         token,
@@ -2314,7 +2315,11 @@ impl Sim {
                         parent: token,
                     },
                     _ => {
-                        // Joining a second batch (or the same one twice).
+                        // Joining a second batch (or the same one twice). Once the batch's
+                        // state has opened, its fixed membership is what refuses it first.
+                        if !self.m.batches[&batch].states.is_empty() {
+                            code = "BATCH_PROCESSING";
+                        }
                         let ordinal = self.m.batches[&batch].members.len() as u32;
                         Event::BatchMemberAdded {
                             batch,
@@ -2323,7 +2328,7 @@ impl Sim {
                         }
                     }
                 };
-                refuse(BatchMembership, "TOKEN_BUFFERED", vec![event])
+                refuse(BatchMembership, code, vec![event])
             }
             Bad::SecondRunStarted => refuse(
                 RunLifecycle,

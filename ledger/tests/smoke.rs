@@ -268,3 +268,112 @@ fn an_empty_log_segment_is_reported() {
     assert_eq!(f.code, attest_ledger::verify::FailureCode::DecodeFailed);
     assert_eq!(f.seq, Some(events));
 }
+
+fn started(ledger: &Ledger, nodes: &[(&str, NodeKind)]) -> RunHandle {
+    let run = ledger
+        .start_run(RunStart {
+            config: b"c".to_vec(),
+            engine_version: "t".into(),
+            started_at_ms: 5,
+        })
+        .unwrap();
+    run.append(
+        nodes
+            .iter()
+            .map(|(id, kind)| Event::NodeRegistered {
+                node: n(id),
+                kind: *kind,
+                plugin: "p".into(),
+                config_hash: Hash32::ZERO,
+            })
+            .collect(),
+    )
+    .unwrap();
+    run
+}
+
+#[test]
+fn a_token_cannot_end_while_its_state_is_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(dir.path()).unwrap();
+    let run = started(
+        &ledger,
+        &[("src", NodeKind::Source), ("map", NodeKind::Transform)],
+    );
+    run.append(vec![Event::RowIngested {
+        row: 0,
+        source: n("src"),
+        payload: Hash32::ZERO,
+    }])
+    .unwrap();
+    let st = run
+        .open_state(Subject::Token(TokenId::for_row(0)), n("map"), Hash32::ZERO)
+        .unwrap();
+    let err = run
+        .append(vec![Event::TokenOutcome {
+            token: TokenId::for_row(0),
+            outcome: Outcome::Discarded { reason: "x".into() },
+        }])
+        .unwrap_err();
+    assert_eq!(err.rule().unwrap().code, "STATE_OPEN_AT_OUTCOME");
+    st.close(
+        StateResult::Failed {
+            error: "e".into(),
+            retryable: false,
+        },
+        1,
+    )
+    .unwrap();
+    run.append(vec![Event::TokenOutcome {
+        token: TokenId::for_row(0),
+        outcome: Outcome::Discarded { reason: "x".into() },
+    }])
+    .unwrap();
+}
+
+#[test]
+fn no_member_joins_a_batch_once_its_state_has_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(dir.path()).unwrap();
+    let run = started(
+        &ledger,
+        &[("src", NodeKind::Source), ("agg", NodeKind::Aggregation)],
+    );
+    let batch = BatchId::for_node(&n("agg"), 0);
+    run.append(vec![
+        Event::RowIngested {
+            row: 0,
+            source: n("src"),
+            payload: Hash32::ZERO,
+        },
+        Event::RowIngested {
+            row: 1,
+            source: n("src"),
+            payload: Hash32::ZERO,
+        },
+        Event::BatchOpened {
+            batch: batch.clone(),
+            node: n("agg"),
+        },
+        Event::BatchMemberAdded {
+            batch: batch.clone(),
+            token: TokenId::for_row(0),
+            ordinal: 0,
+        },
+    ])
+    .unwrap();
+    run.open_state(Subject::Batch(batch.clone()), n("agg"), Hash32::ZERO)
+        .unwrap();
+    let err = run
+        .append(vec![Event::BatchMemberAdded {
+            batch,
+            token: TokenId::for_row(1),
+            ordinal: 1,
+        }])
+        .unwrap_err();
+    let v = err.rule().unwrap();
+    assert_eq!(
+        (v.rule, v.code),
+        (Rule::BatchMembership, "BATCH_PROCESSING")
+    );
+}
