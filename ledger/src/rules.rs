@@ -937,7 +937,7 @@ fn apply_to_running(p: &mut dyn Proj, rr: &mut RunCounters, seq: u64, event: &Ev
         } => complete_batch(p, rr, seq, batch, trigger, state, outputs)?,
         Event::TokenOutcome { token, outcome } => {
             let t = need_live_token(p, token)?;
-            no_open_state(&t, token)?;
+            no_open_state(t, token)?;
             if let Some(b) = &t.buffered_in {
                 return Err(violation(
                     Rule::BatchMembership,
