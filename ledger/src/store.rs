@@ -47,7 +47,7 @@ impl Store {
         }
         let db = sled::Config::new()
             .path(dir.join("db"))
-            .cache_capacity(64 * 1024 * 1024)
+            .cache_capacity(16 * 1024 * 1024)
             .open()
             .map_err(|e| storage(&e))?;
         Ok(Store {
