@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 use super::coerce::Validator;
 use super::json_parse::{parse_document, parse_json};
 use super::lines::{LineRead, PhysicalLines};
-use super::python::{py_repr, py_strip};
+use super::python::{py_repr, py_strip, py_type_name};
 use super::record::{Outcome, RawRecord, SourceError, SourceRecord};
 use super::schema::Schema;
 
@@ -313,19 +313,6 @@ fn failed<R>(path: &Path, line: u64, key: &str, msg: String) -> Mode<R> {
         raw: RawRecord::Text(msg.clone()),
         outcome: Outcome::Quarantined { row, error: msg },
     }))
-}
-
-/// Python's `type(x).__name__` for a parsed JSON value (used in ELSPETH's messages).
-fn py_type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "NoneType",
-        Value::Bool(_) => "bool",
-        Value::Number(n) if n.is_f64() => "float",
-        Value::Number(_) => "int",
-        Value::String(_) => "str",
-        Value::Array(_) => "list",
-        Value::Object(_) => "dict",
-    }
 }
 
 impl<R: BufRead> Iterator for JsonSource<R> {

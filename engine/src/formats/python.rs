@@ -224,6 +224,19 @@ pub(crate) fn py_strip(s: &str) -> &str {
     s.trim_matches(py_isspace)
 }
 
+/// Python's `type(x).__name__` for a JSON value (ELSPETH's error objects name types so).
+pub fn py_type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "NoneType",
+        Value::Bool(_) => "bool",
+        Value::Number(n) if n.is_f64() => "float",
+        Value::Number(_) => "int",
+        Value::String(_) => "str",
+        Value::Array(_) => "list",
+        Value::Object(_) => "dict",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

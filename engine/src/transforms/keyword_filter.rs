@@ -5,6 +5,7 @@
 //! common subset (classes, `\b`, `\w` with Unicode, inline `(?i)`) but not look-around or
 //! back-references: such a pattern is refused when the pipeline loads.
 
+use crate::formats::python::py_type_name;
 use crate::plan::{Transform, TransformError};
 use crate::value::{Row, Value};
 use regex::Regex;
@@ -55,18 +56,6 @@ impl KeywordFilter {
     }
 }
 
-fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "NoneType",
-        Value::Bool(_) => "bool",
-        Value::Number(n) if n.is_f64() => "float",
-        Value::Number(_) => "int",
-        Value::String(_) => "str",
-        Value::Array(_) => "list",
-        Value::Object(_) => "dict",
-    }
-}
-
 impl Transform for KeywordFilter {
     fn process(&self, row: &Row) -> Result<Row, TransformError> {
         match &self.fields {
@@ -84,7 +73,7 @@ impl Transform for KeywordFilter {
                         Some(Value::String(s)) => self.check(name, s)?,
                         Some(other) => {
                             return Err(TransformError::new(json!({
-                                "reason": "non_string_field", "field": name, "actual_type": type_name(other),
+                                "reason": "non_string_field", "field": name, "actual_type": py_type_name(other),
                             })))
                         }
                     }

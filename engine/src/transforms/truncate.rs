@@ -1,6 +1,7 @@
 //! `truncate`: shortens string fields to a maximum length in code points, with an
 //! optional suffix that counts towards the maximum.
 
+use crate::formats::python::py_type_name;
 use crate::plan::{Transform, TransformError};
 use crate::value::{Row, Value};
 use serde_json::json;
@@ -10,18 +11,6 @@ pub struct Truncate {
     pub fields: Vec<(String, u64)>,
     pub suffix: String,
     pub strict: bool,
-}
-
-fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "NoneType",
-        Value::Bool(_) => "bool",
-        Value::Number(n) if n.is_f64() => "float",
-        Value::Number(_) => "int",
-        Value::String(_) => "str",
-        Value::Array(_) => "list",
-        Value::Object(_) => "dict",
-    }
 }
 
 impl Transform for Truncate {
@@ -39,7 +28,7 @@ impl Transform for Truncate {
             };
             let Value::String(s) = v else {
                 return Err(TransformError::new(json!({
-                    "reason": "type_mismatch", "field": field, "expected": "str", "actual": type_name(v),
+                    "reason": "type_mismatch", "field": field, "expected": "str", "actual": py_type_name(v),
                 })));
             };
             if s.chars().count() as u64 > *max {
