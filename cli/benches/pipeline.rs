@@ -18,6 +18,38 @@ fn env_num(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// Bytes of live keys and values in the ledger, per row, by kind: what the audit record
+/// holds, as opposed to sled's files, which also hold superseded page versions until
+/// sled reclaims them.
+fn logical_bytes(dir: &Path) -> String {
+    let Ok(ledger) = attest_ledger::Ledger::open(dir) else {
+        return "logical size unavailable".into();
+    };
+    let mut by_kind = [0u64; 4]; // log, projections, payloads, other
+    for (k, v) in ledger.raw_db().iter().flatten() {
+        let i = match k.first() {
+            Some(b'L') => 0,
+            Some(b'P') => 1,
+            Some(b'B') => 2,
+            _ => 3,
+        };
+        by_kind[i] += (k.len() + v.len()) as u64;
+    }
+    let rows = ledger
+        .runs()
+        .ok()
+        .and_then(|r| r.last().map(|r| r.rows))
+        .unwrap_or(1)
+        .max(1);
+    format!(
+        "logical {:.0} bytes/row (log {:.0}, projections {:.0}, payloads {:.0})",
+        by_kind.iter().sum::<u64>() as f64 / rows as f64,
+        by_kind[0] as f64 / rows as f64,
+        by_kind[1] as f64 / rows as f64,
+        by_kind[2] as f64 / rows as f64
+    )
+}
+
 fn dir_size(p: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(p) else {
         return 0;
@@ -110,9 +142,10 @@ fn main() {
             .and_then(|v| v.trim().parse().ok());
         let ledger_bytes = dir_size(&dir.path().join("ledger"));
         let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json summary");
+        let logical = logical_bytes(&dir.path().join("ledger"));
         let events = summary["events"].as_u64().unwrap_or(0);
         println!(
-            "run {run}: {rows} rows in {:.3}s = {:.0} rows/s; peak {} MB; ledger {} bytes ({:.0} bytes/row, {events} events)",
+            "run {run}: {rows} rows in {:.3}s = {:.0} rows/s; peak {} MB; ledger on disk {} bytes ({:.0} bytes/row, {events} events); {logical}",
             elapsed.as_secs_f64(),
             rows as f64 / elapsed.as_secs_f64(),
             peak_kb.map_or("n/a".to_string(), |k| format!("{:.1}", k as f64 / 1024.0)),
