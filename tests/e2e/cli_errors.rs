@@ -77,3 +77,27 @@ fn replay_without_a_ledger_is_exit_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("nowhere"));
 }
+
+#[test]
+fn invalid_utf8_mid_file_fails_the_run_naming_the_line_and_keeps_earlier_rows() {
+    let s = Scratch::new();
+    let mut bytes = b"id,name,amount,ok\n1,Ada,5.0,true\n2,Al".to_vec();
+    bytes.extend_from_slice(&[0xff, 0xfe]);
+    bytes.extend_from_slice(b"an,7.0,true\n");
+    std::fs::write(s.path().join("examples/threshold-gate/input.csv"), bytes).unwrap();
+    let out = s
+        .attest()
+        .args(["run", "examples/threshold-gate/pipeline.yaml", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["status"], "failed");
+    let error = summary["error"].as_str().unwrap();
+    assert!(error.contains("examples/threshold-gate/input.csv:3"), "{error}");
+    // The row read before the bad line was still processed, written and recorded.
+    assert_eq!(summary["rows"], 1);
+    assert_eq!(s.read("out/threshold-gate/normal.csv"), "id,amount,ok,customer\r\n1,5.0,True,Ada\r\n");
+    let replay = s.attest().args(["replay", "--ledger", "out/ledger"]).output().unwrap();
+    assert_eq!(replay.status.code(), Some(0), "{}", String::from_utf8_lossy(&replay.stdout));
+}

@@ -98,8 +98,14 @@ pub struct RunSummary {
 
 enum Msg {
     Row(Result<RowResult, EngineError>),
-    SourceDone { rows: u64 },
-    SourceFailed(EngineError),
+    SourceDone {
+        rows: u64,
+    },
+    /// Reading stopped with an error after `rows` rows; those rows are still finished.
+    SourceFailed {
+        error: EngineError,
+        rows: u64,
+    },
 }
 
 /// Registers the plan's nodes and edges: the run's topology in the ledger.
@@ -181,8 +187,8 @@ pub fn execute(
                     &interrupt,
                 );
                 let _ = msg_tx.send(match r {
-                    Ok(rows) => Msg::SourceDone { rows },
-                    Err(e) => Msg::SourceFailed(e),
+                    (rows, None) => Msg::SourceDone { rows },
+                    (rows, Some(error)) => Msg::SourceFailed { error, rows },
                 });
             });
         }
@@ -207,30 +213,40 @@ pub fn execute(
         drop(msg_tx);
         drop(work_rx);
 
-        // Sequencer, on this thread.
+        // Sequencer, on this thread. `fatal`: an error after which no more rows are taken.
         let mut total: Option<u64> = None;
+        let mut fatal = false;
         while total != Some(sequencer.released()) {
             let Ok(msg) = msg_rx.recv() else { break };
             match msg {
                 Msg::Row(Ok(r)) => {
-                    if failure.is_none() {
+                    if !fatal {
                         if let Err(e) = sequencer.accept(r) {
-                            failure = Some(e);
+                            failure.get_or_insert(e);
+                            fatal = true;
                             abort.store(true, Ordering::Relaxed);
+                            total = Some(sequencer.released());
                         } else if let Some(p) = &opts.progress {
                             p(sequencer.released());
                         }
                     }
                 }
-                Msg::Row(Err(e)) | Msg::SourceFailed(e) => {
-                    if failure.is_none() {
-                        failure = Some(e);
-                    }
+                Msg::Row(Err(e)) => {
+                    failure.get_or_insert(e);
+                    fatal = true;
                     abort.store(true, Ordering::Relaxed);
                     total = Some(sequencer.released());
                 }
+                // The rows read before the source failed are still processed, written and
+                // recorded; the run then ends failed.
+                Msg::SourceFailed { error, rows } => {
+                    failure.get_or_insert(error);
+                    if !fatal {
+                        total = Some(rows);
+                    }
+                }
                 Msg::SourceDone { rows } => {
-                    if failure.is_none() {
+                    if !fatal {
                         total = Some(rows);
                     }
                 }
@@ -313,10 +329,45 @@ fn read_source(
     work: &crossbeam_channel::Sender<(u64, io::SourceRecord)>,
     abort: &AtomicBool,
     interrupt: &AtomicBool,
-) -> Result<u64, EngineError> {
+) -> (u64, Option<EngineError>) {
     let mut rows = 0u64;
     let mut in_flight = std::collections::VecDeque::new();
+    let error = read_chunks(
+        plan,
+        run,
+        source,
+        tickets,
+        work,
+        abort,
+        interrupt,
+        &mut rows,
+        &mut in_flight,
+    )
+    .err();
+    // Whatever happened, the ingestions already sent must be confirmed before the run ends.
+    let mut error = error;
+    for p in in_flight {
+        if let Err(e) = p.wait() {
+            error.get_or_insert(e.into());
+        }
+    }
+    (rows, error)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn read_chunks(
+    plan: &Plan,
+    run: &attest_ledger::RunHandle,
+    source: &mut dyn RowSource,
+    tickets: &crossbeam_channel::Receiver<()>,
+    work: &crossbeam_channel::Sender<(u64, io::SourceRecord)>,
+    abort: &AtomicBool,
+    interrupt: &AtomicBool,
+    rows: &mut u64,
+    in_flight: &mut std::collections::VecDeque<attest_ledger::Pending>,
+) -> Result<(), EngineError> {
     let mut done = false;
+    let mut failed = None;
     while !done {
         let mut chunk = Vec::with_capacity(INGEST_CHUNK);
         let mut commit = Commit::new();
@@ -338,12 +389,17 @@ fn read_source(
                         plan,
                         run.ledger(),
                         &mut commit,
-                        rows + chunk.len() as u64,
+                        *rows + chunk.len() as u64,
                         &rec,
                     )?;
                     chunk.push(rec);
                 }
-                Some(Err(e)) => return Err(e.into()),
+                Some(Err(e)) => {
+                    // Hand on the rows read so far, then report the error.
+                    failed = Some(EngineError::from(e));
+                    done = true;
+                    break;
+                }
             }
         }
         if chunk.is_empty() {
@@ -351,10 +407,10 @@ fn read_source(
         }
         in_flight.push_back(run.submit_nowait(commit, Durability::Buffered)?);
         for rec in chunk {
-            if work.send((rows, rec)).is_err() {
-                return Ok(rows);
+            if work.send((*rows, rec)).is_err() {
+                return Ok(());
             }
-            rows += 1;
+            *rows += 1;
         }
         while in_flight.len() > INGEST_IN_FLIGHT {
             if let Some(p) = in_flight.pop_front() {
@@ -362,10 +418,10 @@ fn read_source(
             }
         }
     }
-    for p in in_flight {
-        p.wait()?;
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(()),
     }
-    Ok(rows)
 }
 
 /// Labels an edge for the ledger's topology.
