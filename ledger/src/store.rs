@@ -9,6 +9,9 @@ use crate::projection::{self, PKey, PKeyRef, PVal};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
+/// Most memory sled may use for cached tree nodes.
+pub const CACHE_CAPACITY: u64 = 1024 * 1024 * 1024;
+
 /// The name of the lock file inside a ledger directory.
 pub const LOCK_FILE: &str = "attest.lock";
 
@@ -47,7 +50,11 @@ impl Store {
         }
         let db = sled::Config::new()
             .path(dir.join("db"))
-            .cache_capacity(64 * 1024 * 1024)
+            // sled's own default. A cache smaller than the tree makes every write and scan
+            // that reaches an evicted node read it back from the log and decode it: with
+            // 64 MiB, verifying a million events spent more time paging nodes in than
+            // checking them. It is an upper bound, not an allocation.
+            .cache_capacity(CACHE_CAPACITY)
             .open()
             .map_err(|e| storage(&e))?;
         Ok(Store {
