@@ -19,7 +19,7 @@ fn open_existing(dir: Option<PathBuf>) -> Result<Ledger, Failure> {
             dir.display()
         )));
     }
-    Ok(Ledger::open(&dir)?)
+    Ok(Ledger::open_for_reading(&dir)?)
 }
 
 fn resolve_run(ledger: &Ledger, run: &str) -> Result<RunId, Failure> {

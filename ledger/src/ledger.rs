@@ -100,7 +100,18 @@ impl Ledger {
     /// Opens (creating if needed) the ledger in `dir`. Fails at once with
     /// [`LedgerError::Locked`] when another process has it open.
     pub fn open(dir: impl AsRef<Path>) -> Result<Ledger> {
-        let store = Arc::new(Store::open(dir.as_ref())?);
+        Ledger::open_with_cache(dir, crate::store::WRITE_CACHE)
+    }
+
+    /// Opens with a cache bound suited to reading whole runs (`attest replay`, lineage):
+    /// see [`crate::store::READ_CACHE`].
+    pub fn open_for_reading(dir: impl AsRef<Path>) -> Result<Ledger> {
+        Ledger::open_with_cache(dir, crate::store::READ_CACHE)
+    }
+
+    /// Opens with sled's node cache bounded to `cache_bytes`.
+    pub fn open_with_cache(dir: impl AsRef<Path>, cache_bytes: u64) -> Result<Ledger> {
+        let store = Arc::new(Store::open(dir.as_ref(), cache_bytes)?);
         let (tx, rx) = unbounded();
         let writer = Writer::new(store.clone());
         let handle = std::thread::Builder::new()

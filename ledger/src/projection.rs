@@ -335,16 +335,22 @@ impl PKey {
 impl PKeyRef<'_> {
     pub fn encode(self, run: &RunId) -> Vec<u8> {
         let mut k = proj_prefix(run);
+        self.encode_suffix(&mut k);
+        k
+    }
+
+    /// Appends what follows the run's prefix ([`proj_prefix`]) in this key.
+    pub fn encode_suffix(self, k: &mut Vec<u8>) {
         match self {
             PKeyRef::Run => k.push(b'R'),
             PKeyRef::Node(n) => {
                 k.push(b'N');
-                push_id(&mut k, n.as_str());
+                push_id(k, n.as_str());
             }
             PKeyRef::Edge(a, b, label) => {
                 k.push(b'E');
-                push_id(&mut k, a.as_str());
-                push_id(&mut k, b.as_str());
+                push_id(k, a.as_str());
+                push_id(k, b.as_str());
                 k.extend_from_slice(label.as_bytes());
             }
             PKeyRef::Row(r) => {
@@ -353,15 +359,15 @@ impl PKeyRef<'_> {
             }
             PKeyRef::Token(t) => {
                 k.push(b'T');
-                push_id(&mut k, t.as_str());
+                push_id(k, t.as_str());
             }
             PKeyRef::Batch(b) => {
                 k.push(b'B');
-                push_id(&mut k, b.as_str());
+                push_id(k, b.as_str());
             }
             PKeyRef::Member(b, i) => {
                 k.push(b'M');
-                push_id(&mut k, b.as_str());
+                push_id(k, b.as_str());
                 k.extend_from_slice(&i.to_be_bytes());
             }
             PKeyRef::Call(s, i) => {
@@ -369,29 +375,28 @@ impl PKeyRef<'_> {
                 match &s.subject {
                     Subject::Token(t) => {
                         k.push(b't');
-                        push_id(&mut k, t.as_str());
+                        push_id(k, t.as_str());
                     }
                     Subject::Batch(b) => {
                         k.push(b'b');
-                        push_id(&mut k, b.as_str());
+                        push_id(k, b.as_str());
                     }
                 }
-                push_id(&mut k, s.node.as_str());
+                push_id(k, s.node.as_str());
                 k.extend_from_slice(&s.attempt.to_be_bytes());
                 k.extend_from_slice(&i.to_be_bytes());
             }
             PKeyRef::SinkChunk(s, c) => {
                 k.push(b'S');
-                push_id(&mut k, s.as_str());
+                push_id(k, s.as_str());
                 k.extend_from_slice(&c.to_be_bytes());
             }
             PKeyRef::Artifact(s, i) => {
                 k.push(b'A');
-                push_id(&mut k, s.as_str());
+                push_id(k, s.as_str());
                 k.extend_from_slice(&i.to_be_bytes());
             }
         }
-        k
     }
 }
 

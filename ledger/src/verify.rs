@@ -6,15 +6,16 @@
 //! one, and what was expected and found.
 
 use crate::codec;
-use crate::error::Result;
+use crate::error::{LedgerError, Result};
 use crate::event::Event;
 use crate::ids::{Hash32, RunId};
 use crate::ledger::Ledger;
 use crate::projection::{self, PKey};
 use crate::rules::{self, MemProj};
+use crate::store::Store;
 use serde::Serialize;
-use std::collections::HashSet;
 use std::fmt;
+use std::hash::BuildHasher;
 
 /// Stable failure codes. Their names are part of the command-line contract.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -162,8 +163,65 @@ struct Walk {
     proj: MemProj,
 }
 
+/// A record that framed, hashed, chained and decoded: what the reading thread hands to the
+/// thread that applies the rules.
+struct Decoded {
+    seq: u64,
+    hash: Hash32,
+    event: Event,
+}
+
+/// A record that framed, hashed and chained, left for the applying thread to decode: where
+/// its event's bytes are in the segment.
+struct Undecoded {
+    seq: u64,
+    hash: Hash32,
+    start: usize,
+    end: usize,
+}
+
+/// One segment's records, handed from the reading thread to the applying one. The reader
+/// decodes them itself while the applier is busy, and leaves the decoding to the applier
+/// when it is waiting: decoding is the largest part of the walk, and this keeps both
+/// threads busy whichever is the faster on the day.
+enum Batch {
+    Decoded(Vec<Decoded>),
+    Undecoded(sled::IVec, Vec<Undecoded>),
+}
+
+/// What the reading thread found, besides the records it handed on.
+struct ReadEnd {
+    events: u64,
+    last_hash: Hash32,
+    head_hash_at_expected: Option<Hash32>,
+    /// The first record that failed to frame, hash, chain or decode. Every record before it
+    /// was handed on.
+    failure: Option<Failure>,
+}
+
+/// Where a referenced payload stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PayloadState {
+    Ok,
+    Purged,
+    Mismatch(Hash32),
+    Missing,
+}
+
+/// Below this many referenced payloads they are looked up one by one; above it the payload
+/// store is read in key order and merged with the sorted references, which costs sled a
+/// fraction of a lookup per payload.
+const SCAN_FROM: usize = 1024;
+
 impl Ledger {
     /// Verifies `run`. Storage errors are errors; integrity failures are in the report.
+    ///
+    /// Two threads share the work. While one reads the log (framing, sequence, hashes,
+    /// chain, decoding), the other applies the events to rebuild the projections; then one
+    /// checks the payloads while the other compares the projections. Failures are
+    /// reported exactly as a sequential walk would: the first failing record in log order,
+    /// then the outside head, then the projections, then the payloads in the order they
+    /// were first referenced.
     pub fn verify(&self, run: &RunId, opts: &VerifyOptions) -> Result<VerifyReport> {
         let mut report = VerifyReport {
             run: run.to_string(),
@@ -174,7 +232,7 @@ impl Ledger {
             payloads_purged: 0,
             failure: None,
         };
-        let walk = match self.walk_log(run, opts, &mut report)? {
+        let mut walk = match self.walk_log(run, opts, &mut report)? {
             Ok(w) => w,
             Err(f) => {
                 report.failure = Some(f);
@@ -192,12 +250,54 @@ impl Ledger {
                 return Ok(report);
             }
         }
-        if let Some(f) = self.compare_projections(run, &walk.proj, &mut report)? {
+        let store = self.store();
+        let rebuilt = FreeElsewhere(std::mem::take(&mut walk.proj));
+        let index = ProjIndex::new(run, &rebuilt.0);
+        let parts = index.parts();
+        // Two threads take work from one list: the payload check first (the largest piece),
+        // then the projection key ranges, so both stay busy to the end.
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let ranges: Vec<std::sync::Mutex<Option<Result<RangeResult>>>> =
+            parts.iter().map(|_| std::sync::Mutex::new(None)).collect();
+        let want_payloads = !opts.skip_payloads;
+        let work = |take_payloads: bool| -> Option<Result<Vec<PayloadState>>> {
+            let payloads =
+                (take_payloads && want_payloads).then(|| payload_states(store, &walk.payloads));
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some((from, to)) = parts.get(i) else {
+                    return payloads;
+                };
+                let result = index.compare_range(store, from, to);
+                if let Ok(mut slot) = ranges[i].lock() {
+                    *slot = Some(result);
+                }
+            }
+        };
+        let payloads = std::thread::scope(|s| {
+            let helper = s.spawn(|| work(true));
+            work(false);
+            helper
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p))
+        });
+        let mut matched = 0u64;
+        let mut equal = true;
+        for slot in ranges {
+            let r = slot.into_inner().ok().flatten().ok_or_else(|| {
+                LedgerError::Corrupt("a projection range was not compared".into())
+            })??;
+            matched += r.matched;
+            equal &= r.equal;
+        }
+        if equal && matched == index.len() as u64 {
+            report.projections_checked = matched;
+        } else if let Some(f) = self.describe_projection_mismatch(run, &rebuilt.0, &mut report)? {
             report.failure = Some(f);
             return Ok(report);
         }
-        if !opts.skip_payloads {
-            report.failure = self.check_payloads(&walk.payloads, &mut report)?;
+        if let Some(states) = payloads {
+            report.failure = payload_report(&walk.payloads, &states?, &mut report);
         }
         Ok(report)
     }
@@ -209,125 +309,80 @@ impl Ledger {
         report: &mut VerifyReport,
     ) -> Result<Result<Walk, Failure>> {
         let store = self.store();
-        let mut walk = Walk {
-            events: 0,
-            last_hash: Hash32::ZERO,
-            head_hash_at_expected: None,
-            payloads: Vec::new(),
-            proj: MemProj::default(),
-        };
-        let mut seen_payloads: HashSet<Hash32> = HashSet::new();
-        let mut refs = Vec::new();
-        let prefix = projection::log_prefix(run);
         let want_at = opts.expected_head.and_then(|h| h.count.checked_sub(1));
-        for item in store.db.scan_prefix(&prefix) {
-            let (key, segment) = item.map_err(|e| store.storage_err(e))?;
-            let key_seq = key
-                .get(prefix.len()..)
-                .and_then(|b| <[u8; 8]>::try_from(b).ok())
-                .map(u64::from_be_bytes);
-            let expected_seq = walk.events;
-            if key_seq != Some(expected_seq) {
-                return Ok(Err(fail(
-                    FailureCode::SeqGap,
-                    Some(expected_seq),
-                    format!("segment starting at seq {expected_seq}"),
-                    key_seq.map_or("a malformed segment key".to_string(), |s| {
-                        format!("segment starting at seq {s}")
-                    }),
-                    "log segments are not contiguous",
-                )));
+        let (tx, rx) = crossbeam_channel::bounded::<Batch>(4);
+        let mut proj = MemProj::with_capacity(expected_records(store, run));
+        let mut payloads = Vec::new();
+        let mut seen_payloads: hashbrown::HashSet<Hash32> = hashbrown::HashSet::new();
+        let mut refs = Vec::new();
+        let mut stopped = None;
+        let mut step = |seq: u64, hash: Hash32, event: &Event| -> Option<Failure> {
+            if let Err(e) = rules::apply(&mut proj, run, seq, hash, event) {
+                return Some(fail(
+                    FailureCode::RuleViolation,
+                    Some(seq),
+                    "an event that keeps the integrity rules",
+                    event.name(),
+                    e.to_string(),
+                ));
             }
-            // A segment with no records would pass the walk unnoticed: it cannot be written
-            // (commits are never empty), so it is a sign of tampering.
-            if segment.is_empty() {
-                return Ok(Err(fail(
-                    FailureCode::DecodeFailed,
-                    Some(expected_seq),
-                    "a segment holding at least one record",
-                    "an empty segment",
-                    "log segment is empty",
-                )));
+            referenced_payloads(event, &mut refs);
+            for h in refs.drain(..) {
+                if seen_payloads.insert(h) {
+                    payloads.push((h, seq));
+                }
             }
-            for rec in codec::read_segment(&segment) {
-                let seq = walk.events;
-                let rec = match rec {
-                    Ok(r) => r,
-                    Err(e) => {
-                        return Ok(Err(fail(
-                            FailureCode::DecodeFailed,
-                            Some(seq),
-                            "a well-framed record",
-                            e,
-                            "record does not frame",
-                        )))
+            None
+        };
+        let end = std::thread::scope(|s| {
+            let reader = s.spawn(move || read_log(store, run, want_at, tx));
+            'apply: for batch in rx.iter() {
+                match batch {
+                    Batch::Decoded(records) => {
+                        for d in records {
+                            stopped = step(d.seq, d.hash, &d.event);
+                            if stopped.is_some() {
+                                break 'apply;
+                            }
+                        }
                     }
-                };
-                if rec.seq != seq {
-                    return Ok(Err(fail(
-                        FailureCode::SeqGap,
-                        Some(seq),
-                        seq,
-                        rec.seq,
-                        "sequence numbers must be contiguous",
-                    )));
-                }
-                let computed = rec.computed_hash();
-                if computed != rec.hash {
-                    return Ok(Err(fail(
-                        FailureCode::RecordAltered,
-                        Some(seq),
-                        rec.hash,
-                        computed,
-                        "the record's content does not hash to the hash stored in it",
-                    )));
-                }
-                if rec.prev != walk.last_hash {
-                    return Ok(Err(fail(
-                        FailureCode::ChainBroken,
-                        Some(seq),
-                        walk.last_hash,
-                        rec.prev,
-                        "prev_hash is not the previous record's hash",
-                    )));
-                }
-                let event = match rec.event() {
-                    Ok(e) => e,
-                    Err(e) => {
-                        return Ok(Err(fail(
-                            FailureCode::DecodeFailed,
-                            Some(seq),
-                            "a decodable event",
-                            e,
-                            "event does not decode",
-                        )))
-                    }
-                };
-                if let Err(e) = rules::apply(&mut walk.proj, run, seq, rec.hash, &event) {
-                    return Ok(Err(fail(
-                        FailureCode::RuleViolation,
-                        Some(seq),
-                        "an event that keeps the integrity rules",
-                        event.name(),
-                        e.to_string(),
-                    )));
-                }
-                refs.clear();
-                referenced_payloads(&event, &mut refs);
-                for h in refs.drain(..) {
-                    if seen_payloads.insert(h) {
-                        walk.payloads.push((h, seq));
+                    Batch::Undecoded(segment, records) => {
+                        for r in records {
+                            let event = match codec::decode::<Event>(&segment[r.start..r.end]) {
+                                Ok(e) => e,
+                                Err(e) => {
+                                    stopped = Some(fail(
+                                        FailureCode::DecodeFailed,
+                                        Some(r.seq),
+                                        "a decodable event",
+                                        e,
+                                        "event does not decode",
+                                    ));
+                                    break 'apply;
+                                }
+                            };
+                            stopped = step(r.seq, r.hash, &event);
+                            if stopped.is_some() {
+                                break 'apply;
+                            }
+                        }
                     }
                 }
-                if Some(seq) == want_at {
-                    walk.head_hash_at_expected = Some(rec.hash);
-                }
-                walk.last_hash = rec.hash;
-                walk.events += 1;
             }
+            // Lets a reader blocked on a full channel see that nobody listens any more.
+            drop(rx);
+            reader
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p))
+        })?;
+        // The reader only hands on records that passed its checks, and the applier takes
+        // them in order, so whatever stopped the applier is earlier in the log than whatever
+        // stopped the reader.
+        if let Some(f) = stopped.or(end.failure) {
+            return Ok(Err(f));
         }
-        report.events = walk.events;
-        if walk.events == 0 {
+        report.events = end.events;
+        if end.events == 0 {
             return Ok(Err(fail(
                 FailureCode::EmptyRun,
                 None,
@@ -336,15 +391,24 @@ impl Ledger {
                 format!("run {run} has no log records"),
             )));
         }
-        Ok(Ok(walk))
+        Ok(Ok(Walk {
+            events: end.events,
+            last_hash: end.last_hash,
+            head_hash_at_expected: end.head_hash_at_expected,
+            payloads,
+            proj,
+        }))
     }
 
-    fn compare_projections(
+    /// Names the first difference between the stored projections and the rebuilt ones,
+    /// walking both in key order; only run once the fast comparison has found one.
+    fn describe_projection_mismatch(
         &self,
         run: &RunId,
         rebuilt: &MemProj,
         report: &mut VerifyReport,
     ) -> Result<Option<Failure>> {
+        report.projections_checked = 0;
         let store = self.store();
         let mut expected: Vec<(Vec<u8>, Vec<u8>, &PKey)> = Vec::with_capacity(rebuilt.map.len());
         for (k, v) in &rebuilt.map {
@@ -406,45 +470,393 @@ impl Ledger {
         }
         Ok(None)
     }
+}
 
-    fn check_payloads(
-        &self,
-        payloads: &[(Hash32, u64)],
-        report: &mut VerifyReport,
-    ) -> Result<Option<Failure>> {
-        let store = self.store();
-        for (hash, seq) in payloads {
-            match store.payload(hash)? {
-                Some(bytes) => {
-                    report.payloads_checked += 1;
-                    let found = Hash32::of(&bytes);
-                    if found != *hash {
-                        return Ok(Some(fail(
-                            FailureCode::PayloadMismatch,
-                            Some(*seq),
-                            hash,
-                            found,
-                            "a stored payload does not hash to its key",
-                        )));
-                    }
-                }
-                None => {
-                    if store.get_raw(&projection::purged_key(hash))?.is_some() {
-                        report.payloads_purged += 1;
-                    } else {
-                        return Ok(Some(fail(
-                            FailureCode::PayloadMissing,
-                            Some(*seq),
-                            hash,
-                            "nothing",
-                            "a referenced payload is gone and no purge was recorded",
-                        )));
-                    }
+/// Frees a large rebuilt projection on another thread when dropped: freeing a million
+/// records' small allocations is a noticeable share of a verification, and nobody waits
+/// for it.
+struct FreeElsewhere(MemProj);
+
+impl Drop for FreeElsewhere {
+    fn drop(&mut self) {
+        let proj = std::mem::take(&mut self.0);
+        if proj.map.len() > 65_536 {
+            // Should the thread not start, the closure and the projection are dropped
+            // here instead.
+            let _ = std::thread::Builder::new()
+                .name("attest-verify-free".into())
+                .spawn(move || drop(proj));
+        }
+    }
+}
+
+/// The rebuilt projections by encoded key, for comparing with storage a key range at a
+/// time from any thread. The common case, everything equal, needs only a lookup and an
+/// encoding per stored record.
+struct ProjIndex<'a> {
+    prefix: Vec<u8>,
+    /// Every key's encoding less the run's prefix, end to end: one allocation rather than
+    /// one per record.
+    arena: Vec<u8>,
+    /// `(start, end, value)`: the key is `arena[start..end]`.
+    table: hashbrown::HashTable<(usize, usize, &'a projection::PVal)>,
+    hasher: hashbrown::DefaultHashBuilder,
+}
+
+/// What comparing one key range found.
+struct RangeResult {
+    matched: u64,
+    equal: bool,
+}
+
+/// Key ranges the projection comparison is cut into, so two threads can share it evenly.
+const RANGES: usize = 16;
+
+impl<'a> ProjIndex<'a> {
+    fn new(run: &RunId, rebuilt: &'a MemProj) -> ProjIndex<'a> {
+        let hasher = hashbrown::DefaultHashBuilder::default();
+        let mut arena = Vec::with_capacity(rebuilt.map.len() * 16);
+        let mut table = hashbrown::HashTable::with_capacity(rebuilt.map.len());
+        for (k, v) in &rebuilt.map {
+            let start = arena.len();
+            k.as_ref().encode_suffix(&mut arena);
+            let end = arena.len();
+            let h = hasher.hash_one(&arena[start..end]);
+            table.insert_unique(
+                h,
+                (start, end, v),
+                |e: &(usize, usize, &projection::PVal)| hasher.hash_one(&arena[e.0..e.1]),
+            );
+        }
+        ProjIndex {
+            prefix: projection::proj_prefix(run),
+            arena,
+            table,
+            hasher,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    fn get(&self, suffix: &[u8]) -> Option<&'a projection::PVal> {
+        let h = self.hasher.hash_one(suffix);
+        self.table
+            .find(h, |e| &self.arena[e.0..e.1] == suffix)
+            .map(|e| e.2)
+    }
+
+    /// Cuts the run's projection keys into about [`RANGES`] ranges of similar size, at
+    /// keys sampled from the rebuilt ones (the map's order is as good as random).
+    fn parts(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut sample: Vec<&[u8]> = self
+            .table
+            .iter()
+            .take(64 * RANGES)
+            .map(|e| &self.arena[e.0..e.1])
+            .collect();
+        sample.sort_unstable();
+        let full = |suffix: &[u8]| [self.prefix.as_slice(), suffix].concat();
+        let mut bounds = vec![self.prefix.clone()];
+        for i in 1..RANGES {
+            if let Some(k) = sample.get(i * sample.len() / RANGES) {
+                let k = full(k);
+                if bounds.last().is_some_and(|b| *b < k) {
+                    bounds.push(k);
                 }
             }
         }
-        Ok(None)
+        // Just past every key with the prefix: the prefix ends in the NUL after the run id.
+        let mut end = self.prefix.clone();
+        if let Some(last) = end.last_mut() {
+            *last += 1;
+        }
+        bounds.push(end);
+        bounds
+            .windows(2)
+            .map(|w| (w[0].clone(), w[1].clone()))
+            .collect()
     }
+
+    /// Compares the stored records in `[from, to)` with the rebuilt ones, stopping at the
+    /// first difference.
+    fn compare_range(&self, store: &Store, from: &[u8], to: &[u8]) -> Result<RangeResult> {
+        let mut buf = Vec::with_capacity(512);
+        let mut result = RangeResult {
+            matched: 0,
+            equal: true,
+        };
+        for item in store.db.range(from..to) {
+            let (key, value) = item.map_err(|e| store.storage_err(e))?;
+            let found = key
+                .strip_prefix(self.prefix.as_slice())
+                .and_then(|suffix| self.get(suffix));
+            let Some(v) = found else {
+                result.equal = false;
+                break;
+            };
+            buf.clear();
+            codec::encode_into(v, &mut buf)?;
+            if buf.as_slice() != &*value {
+                result.equal = false;
+                break;
+            }
+            result.matched += 1;
+        }
+        Ok(result)
+    }
+}
+
+/// Roughly how many projection records the run has, from its stored record: room for them
+/// is made before rebuilding, so the map never rehashes. Only a hint (the stored record is
+/// what is being verified), so it is capped.
+fn expected_records(store: &Store, run: &RunId) -> usize {
+    match store.get_proj(run, &PKey::Run) {
+        Ok(Some(projection::PVal::Run(r))) => {
+            let n = r.rows.saturating_add(r.tokens).saturating_add(r.calls);
+            usize::try_from(n).unwrap_or(usize::MAX).min(1 << 22) + 1024
+        }
+        _ => 1024,
+    }
+}
+
+/// The reading half of the log walk: frames each record, checks its seq, its hash and its
+/// link to the previous one, and (when the applier is busy) decodes it, handing the
+/// records on a segment at a time. Stops at the first record that fails, after handing on
+/// every record before it, or when nobody listens any more.
+fn read_log(
+    store: &Store,
+    run: &RunId,
+    want_at: Option<u64>,
+    tx: crossbeam_channel::Sender<Batch>,
+) -> Result<ReadEnd> {
+    let mut end = ReadEnd {
+        events: 0,
+        last_hash: Hash32::ZERO,
+        head_hash_at_expected: None,
+        failure: None,
+    };
+    let prefix = projection::log_prefix(run);
+    'segments: for item in store.db.scan_prefix(&prefix) {
+        let (key, segment) = item.map_err(|e| store.storage_err(e))?;
+        let key_seq = key
+            .get(prefix.len()..)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map(u64::from_be_bytes);
+        let expected_seq = end.events;
+        if key_seq != Some(expected_seq) {
+            end.failure = Some(fail(
+                FailureCode::SeqGap,
+                Some(expected_seq),
+                format!("segment starting at seq {expected_seq}"),
+                key_seq.map_or("a malformed segment key".to_string(), |s| {
+                    format!("segment starting at seq {s}")
+                }),
+                "log segments are not contiguous",
+            ));
+            break;
+        }
+        // A segment with no records would pass the walk unnoticed: it cannot be written
+        // (commits are never empty), so it is a sign of tampering.
+        if segment.is_empty() {
+            end.failure = Some(fail(
+                FailureCode::DecodeFailed,
+                Some(expected_seq),
+                "a segment holding at least one record",
+                "an empty segment",
+                "log segment is empty",
+            ));
+            break;
+        }
+        let decode_here = !tx.is_empty();
+        let mut decoded = Vec::new();
+        let mut undecoded = Vec::new();
+        for rec in codec::read_segment(&segment) {
+            let seq = end.events;
+            let rec = match rec {
+                Ok(r) => r,
+                Err(e) => {
+                    end.failure = Some(fail(
+                        FailureCode::DecodeFailed,
+                        Some(seq),
+                        "a well-framed record",
+                        e,
+                        "record does not frame",
+                    ));
+                    break;
+                }
+            };
+            if rec.seq != seq {
+                end.failure = Some(fail(
+                    FailureCode::SeqGap,
+                    Some(seq),
+                    seq,
+                    rec.seq,
+                    "sequence numbers must be contiguous",
+                ));
+                break;
+            }
+            let computed = rec.computed_hash();
+            if computed != rec.hash {
+                end.failure = Some(fail(
+                    FailureCode::RecordAltered,
+                    Some(seq),
+                    rec.hash,
+                    computed,
+                    "the record's content does not hash to the hash stored in it",
+                ));
+                break;
+            }
+            if rec.prev != end.last_hash {
+                end.failure = Some(fail(
+                    FailureCode::ChainBroken,
+                    Some(seq),
+                    end.last_hash,
+                    rec.prev,
+                    "prev_hash is not the previous record's hash",
+                ));
+                break;
+            }
+            if decode_here {
+                match rec.event() {
+                    Ok(event) => decoded.push(Decoded {
+                        seq,
+                        hash: rec.hash,
+                        event,
+                    }),
+                    Err(e) => {
+                        end.failure = Some(fail(
+                            FailureCode::DecodeFailed,
+                            Some(seq),
+                            "a decodable event",
+                            e,
+                            "event does not decode",
+                        ));
+                        break;
+                    }
+                }
+            } else {
+                // The event's bytes are a slice of the segment.
+                let start = rec.event_bytes.as_ptr() as usize - segment.as_ptr() as usize;
+                undecoded.push(Undecoded {
+                    seq,
+                    hash: rec.hash,
+                    start,
+                    end: start + rec.event_bytes.len(),
+                });
+            }
+            if Some(seq) == want_at {
+                end.head_hash_at_expected = Some(rec.hash);
+            }
+            end.last_hash = rec.hash;
+            end.events += 1;
+        }
+        let batch = if decode_here {
+            Batch::Decoded(decoded)
+        } else {
+            Batch::Undecoded(segment.clone(), undecoded)
+        };
+        // A closed channel means the applier stopped at a failure; it needs nothing more.
+        if tx.send(batch).is_err() || end.failure.is_some() {
+            break 'segments;
+        }
+    }
+    Ok(end)
+}
+
+/// Checks every referenced payload against its hash (or its purge tombstone), answering
+/// for each in the order given.
+fn payload_states(store: &Store, payloads: &[(Hash32, u64)]) -> Result<Vec<PayloadState>> {
+    let check = |hash: &Hash32, bytes: Option<&[u8]>| -> Result<PayloadState> {
+        Ok(match bytes {
+            Some(bytes) => {
+                let found = Hash32::of(bytes);
+                if found == *hash {
+                    PayloadState::Ok
+                } else {
+                    PayloadState::Mismatch(found)
+                }
+            }
+            None => {
+                if store.get_raw(&projection::purged_key(hash))?.is_some() {
+                    PayloadState::Purged
+                } else {
+                    PayloadState::Missing
+                }
+            }
+        })
+    };
+    let mut states = vec![PayloadState::Missing; payloads.len()];
+    let mut order: Vec<usize> = (0..payloads.len()).collect();
+    let mut next = 0;
+    if payloads.len() >= SCAN_FROM {
+        order.sort_unstable_by(|a, b| payloads[*a].0.cmp(&payloads[*b].0));
+        let first = projection::payload_key(&payloads[order[0]].0);
+        let last = projection::payload_key(&payloads[order[order.len() - 1]].0);
+        // The store is shared by every run: when most of what the scan passes belongs to
+        // other runs, it stops paying for itself, and the rest are looked up one by one.
+        let budget = 4 * payloads.len();
+        let mut passed = 0usize;
+        let mut scan = store.db.range(first..=last);
+        let mut current = scan.next().transpose().map_err(|e| store.storage_err(e))?;
+        while next < order.len() && passed <= budget {
+            let i = order[next];
+            let want = projection::payload_key(&payloads[i].0);
+            while let Some((k, _)) = &current {
+                if k.as_ref() >= want.as_slice() {
+                    break;
+                }
+                passed += 1;
+                current = scan.next().transpose().map_err(|e| store.storage_err(e))?;
+            }
+            states[i] = match &current {
+                Some((k, v)) if k.as_ref() == want.as_slice() => check(&payloads[i].0, Some(v))?,
+                _ => check(&payloads[i].0, None)?,
+            };
+            next += 1;
+        }
+    }
+    for &i in &order[next..] {
+        let bytes = store.get_raw(&projection::payload_key(&payloads[i].0))?;
+        states[i] = check(&payloads[i].0, bytes.as_deref())?;
+    }
+    Ok(states)
+}
+
+/// Counts the payload checks and names the first failing payload, in reference order, as
+/// a one-by-one check that stops at the first failure would.
+fn payload_report(
+    payloads: &[(Hash32, u64)],
+    states: &[PayloadState],
+    report: &mut VerifyReport,
+) -> Option<Failure> {
+    for ((hash, seq), state) in payloads.iter().zip(states) {
+        match state {
+            PayloadState::Ok => report.payloads_checked += 1,
+            PayloadState::Purged => report.payloads_purged += 1,
+            PayloadState::Mismatch(found) => {
+                report.payloads_checked += 1;
+                return Some(fail(
+                    FailureCode::PayloadMismatch,
+                    Some(*seq),
+                    hash,
+                    found,
+                    "a stored payload does not hash to its key",
+                ));
+            }
+            PayloadState::Missing => {
+                return Some(fail(
+                    FailureCode::PayloadMissing,
+                    Some(*seq),
+                    hash,
+                    "nothing",
+                    "a referenced payload is gone and no purge was recorded",
+                ))
+            }
+        }
+    }
+    None
 }
 
 fn check_head(walk: &Walk, expected: Head) -> Option<Failure> {
@@ -478,5 +890,185 @@ fn clip(s: String) -> String {
         format!("{}…", &s[..end])
     } else {
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{NodeKind, Outcome, SinkWrite};
+    use crate::ids::{NodeId, TokenId};
+    use crate::ledger::RunStart;
+    use crate::writer::Durability;
+
+    fn node(s: &str) -> NodeId {
+        NodeId::new(s).unwrap()
+    }
+
+    /// The one-by-one check the scan must agree with.
+    fn one_by_one(store: &Store, payloads: &[(Hash32, u64)]) -> Vec<PayloadState> {
+        payloads
+            .iter()
+            .map(|(h, _)| match store.payload(h).unwrap() {
+                Some(b) if Hash32::of(&b) == *h => PayloadState::Ok,
+                Some(b) => PayloadState::Mismatch(Hash32::of(&b)),
+                None if store.get_raw(&projection::purged_key(h)).unwrap().is_some() => {
+                    PayloadState::Purged
+                }
+                None => PayloadState::Missing,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_payload_scan_agrees_with_one_by_one_lookups() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(dir.path()).unwrap();
+        let db = ledger.raw_db();
+        let mut refs = Vec::new();
+        for i in 0..3000u64 {
+            let bytes = format!("payload {i}").into_bytes();
+            let h = ledger.put_payload(&bytes).unwrap();
+            match i % 100 {
+                7 => {
+                    db.insert(projection::payload_key(&h), &b"forged"[..])
+                        .unwrap();
+                }
+                13 => {
+                    db.remove(projection::payload_key(&h)).unwrap();
+                }
+                21 => {
+                    db.remove(projection::payload_key(&h)).unwrap();
+                    db.insert(projection::purged_key(&h), &[][..]).unwrap();
+                }
+                _ => {}
+            }
+            refs.push((h, i));
+        }
+        // Referenced hashes that were never stored at all.
+        for i in 0..10u64 {
+            refs.push((Hash32::of(format!("absent {i}").as_bytes()), 3000 + i));
+        }
+        let store = ledger.store();
+        let want = one_by_one(store, &refs);
+        assert!(want.iter().any(|s| matches!(s, PayloadState::Mismatch(_))));
+        assert!(want.contains(&PayloadState::Purged));
+        assert!(want.contains(&PayloadState::Missing));
+        assert_eq!(payload_states(store, &refs).unwrap(), want);
+        // Many more payloads belonging to nobody: the scan gives up part way and the rest
+        // are looked up one by one, with the same answers.
+        for i in 0..20_000u64 {
+            ledger.put_payload(format!("other {i}").as_bytes()).unwrap();
+        }
+        assert_eq!(payload_states(store, &refs).unwrap(), want);
+    }
+
+    /// A run with a few thousand projection records, enough for every comparison range.
+    fn big_run(ledger: &Ledger) -> RunId {
+        let run = ledger
+            .start_run(RunStart {
+                config: b"cfg".to_vec(),
+                engine_version: "test".into(),
+                started_at_ms: 1,
+            })
+            .unwrap();
+        run.append(vec![
+            Event::NodeRegistered {
+                node: node("src"),
+                kind: NodeKind::Source,
+                plugin: "csv".into(),
+                config_hash: Hash32::ZERO,
+            },
+            Event::NodeRegistered {
+                node: node("out"),
+                kind: NodeKind::Sink,
+                plugin: "csv".into(),
+                config_hash: Hash32::ZERO,
+            },
+        ])
+        .unwrap();
+        let mut c = crate::ledger::Commit::new();
+        for row in 0..2000u64 {
+            let payload = c.payload(format!("row {row}").into_bytes());
+            c.push(Event::RowIngested {
+                row,
+                source: node("src"),
+                payload,
+            });
+            c.push(Event::TokenOutcome {
+                token: TokenId::for_row(row),
+                outcome: Outcome::Completed {
+                    write: SinkWrite {
+                        sink: node("out"),
+                        ordinal: row,
+                    },
+                },
+            });
+        }
+        run.submit(c, Durability::Flushed).unwrap();
+        run.id().clone()
+    }
+
+    #[test]
+    fn projection_ranges_find_every_kind_of_difference() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(dir.path()).unwrap();
+        let run = big_run(&ledger);
+        let opts = VerifyOptions::default();
+        let report = ledger.verify(&run, &opts).unwrap();
+        assert!(report.ok(), "{:?}", report.failure);
+        let stored = ledger
+            .raw_db()
+            .scan_prefix(projection::proj_prefix(&run))
+            .count() as u64;
+        assert_eq!(report.projections_checked, stored);
+        assert_eq!(report.payloads_checked, 2001);
+
+        let db = ledger.raw_db();
+        let token = PKey::Token(TokenId::for_row(1234)).encode(&run);
+        let row = PKey::Row(777).encode(&run);
+        let original = db.get(&token).unwrap().unwrap();
+        let mut edited = original.to_vec();
+        *edited.last_mut().unwrap() ^= 1;
+        let extra = PKey::Row(5000).encode(&run);
+        type Step<'a> = Box<dyn Fn() + 'a>;
+        let cases: Vec<(&str, Step, Step)> = vec![
+            (
+                "edited",
+                Box::new(|| {
+                    db.insert(&token, edited.clone()).unwrap();
+                }),
+                Box::new(|| {
+                    db.insert(&token, original.clone()).unwrap();
+                }),
+            ),
+            (
+                "deleted",
+                Box::new(|| {
+                    db.remove(&row).unwrap();
+                }),
+                Box::new(|| {}),
+            ),
+            (
+                "added",
+                Box::new(|| {
+                    db.insert(&extra, &b"x"[..]).unwrap();
+                }),
+                Box::new(|| {
+                    db.remove(&extra).unwrap();
+                }),
+            ),
+        ];
+        let row_value = db.get(&row).unwrap().unwrap();
+        for (what, tamper, undo) in &cases {
+            tamper();
+            let report = ledger.verify(&run, &opts).unwrap();
+            let failure = report.failure.expect(what);
+            assert_eq!(failure.code, FailureCode::ProjectionMismatch, "{what}");
+            assert_eq!(report.payloads_checked, 0, "{what}");
+            undo();
+            db.insert(&row, row_value.clone()).unwrap();
+            assert!(ledger.verify(&run, &opts).unwrap().ok(), "{what} undone");
+        }
     }
 }
