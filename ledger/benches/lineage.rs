@@ -49,7 +49,7 @@ fn main() {
             started.elapsed().as_secs_f64()
         );
     }
-    let ledger = Ledger::open(dir.path()).expect("reopen");
+    let ledger = Ledger::open_for_reading(dir.path()).expect("reopen");
     let sink = NodeId::new("out").expect("sink id");
     let mut x: u64 = 0x2545f4914f6cdd1d;
     let mut next = || {

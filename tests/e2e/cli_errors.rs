@@ -94,10 +94,25 @@ fn invalid_utf8_mid_file_fails_the_run_naming_the_line_and_keeps_earlier_rows() 
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(summary["status"], "failed");
     let error = summary["error"].as_str().unwrap();
-    assert!(error.contains("examples/threshold-gate/input.csv:3"), "{error}");
+    assert!(
+        error.contains("examples/threshold-gate/input.csv:3"),
+        "{error}"
+    );
     // The row read before the bad line was still processed, written and recorded.
     assert_eq!(summary["rows"], 1);
-    assert_eq!(s.read("out/threshold-gate/normal.csv"), "id,amount,ok,customer\r\n1,5.0,True,Ada\r\n");
-    let replay = s.attest().args(["replay", "--ledger", "out/ledger"]).output().unwrap();
-    assert_eq!(replay.status.code(), Some(0), "{}", String::from_utf8_lossy(&replay.stdout));
+    assert_eq!(
+        s.read("out/threshold-gate/normal.csv"),
+        "id,amount,ok,customer\r\n1,5.0,True,Ada\r\n"
+    );
+    let replay = s
+        .attest()
+        .args(["replay", "--ledger", "out/ledger"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        replay.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&replay.stdout)
+    );
 }
