@@ -377,3 +377,68 @@ fn no_member_joins_a_batch_once_its_state_has_opened() {
         (Rule::BatchMembership, "BATCH_PROCESSING")
     );
 }
+
+#[test]
+fn purged_payloads_keep_their_hashes_and_the_run_still_verifies() {
+    use attest_ledger::lineage::LineageQuery;
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(dir.path()).unwrap();
+    let run = started(
+        &ledger,
+        &[("src", NodeKind::Source), ("out", NodeKind::Sink)],
+    );
+    let value = serde_json::json!({"secret": "customer data"});
+    let h = ledger.put_value(&value).unwrap();
+    run.append(vec![
+        Event::RowIngested {
+            row: 0,
+            source: n("src"),
+            payload: h,
+        },
+        Event::TokenOutcome {
+            token: TokenId::for_row(0),
+            outcome: Outcome::Completed {
+                write: SinkWrite {
+                    sink: n("out"),
+                    ordinal: 0,
+                },
+            },
+        },
+    ])
+    .unwrap();
+    let before = ledger.verify(run.id(), &VerifyOptions::default()).unwrap();
+    assert!(before.ok());
+    assert_eq!(before.payloads_purged, 0);
+
+    assert_eq!(
+        ledger
+            .purge_payloads(&[h], "retention: 30 days", 99)
+            .unwrap(),
+        1
+    );
+    assert_eq!(ledger.payload(&h).unwrap(), None, "the bytes are gone");
+    let after = ledger.verify(run.id(), &VerifyOptions::default()).unwrap();
+    assert!(after.ok(), "{:?}", after.failure);
+    assert_eq!(after.payloads_purged, 1);
+    assert_eq!(after.head, before.head, "the chain is untouched");
+    let l = ledger
+        .lineage(run.id(), &LineageQuery::Row(0))
+        .unwrap()
+        .unwrap();
+    assert_eq!(l.source_rows[0].hash, h.to_hex(), "lineage keeps the hash");
+    assert_eq!(l.source_rows[0].value, None, "but no longer the value");
+
+    // Bytes deleted without a purge are tampering.
+    let other = ledger.put_payload(b"config bytes").unwrap();
+    assert_ne!(other, h);
+    let cfg = ledger.run_record(run.id()).unwrap().unwrap().config_hash;
+    ledger
+        .raw_db()
+        .remove(attest_ledger::projection::payload_key(&cfg))
+        .unwrap();
+    let tampered = ledger.verify(run.id(), &VerifyOptions::default()).unwrap();
+    assert_eq!(
+        tampered.failure.unwrap().code,
+        attest_ledger::verify::FailureCode::PayloadMissing
+    );
+}
