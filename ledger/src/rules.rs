@@ -70,6 +70,14 @@ impl<'a> TxProj<'a> {
             changes: HashMap::new(),
         }
     }
+    /// As [`TxProj::new`], with room for about `records` changed records, so a large
+    /// commit does not rehash its changes as they grow.
+    pub fn with_capacity(base: &'a mut dyn Proj, records: usize) -> Self {
+        TxProj {
+            base,
+            changes: HashMap::with_capacity(records),
+        }
+    }
     pub fn commit(self) {
         for (k, v) in self.changes {
             self.base.put(k, v);

@@ -319,7 +319,8 @@ fn apply_commit(
         dirty: &mut gr.dirty,
         store,
     };
-    let mut tx = TxProj::new(&mut base);
+    // A pipeline-shaped commit changes about one record per two events.
+    let mut tx = TxProj::with_capacity(&mut base, items.len() / 2 + 4);
     let mut segment = Vec::new();
     let mut receipt = Receipt {
         first_seq: 0,
