@@ -232,7 +232,7 @@ impl Ledger {
             payloads_purged: 0,
             failure: None,
         };
-        let mut walk = match self.walk_log(run, opts, &mut report)? {
+        let walk = match self.walk_log(run, opts, &mut report)? {
             Ok(w) => w,
             Err(f) => {
                 report.failure = Some(f);
@@ -251,8 +251,7 @@ impl Ledger {
             }
         }
         let store = self.store();
-        let rebuilt = FreeElsewhere(std::mem::take(&mut walk.proj));
-        let index = ProjIndex::new(run, &rebuilt.0);
+        let index = ProjIndex::new(run, &walk.proj);
         let parts = index.parts();
         // Two threads take work from one list: the payload check first (the largest piece),
         // then the projection key ranges, so both stay busy to the end.
@@ -292,7 +291,7 @@ impl Ledger {
         }
         if equal && matched == index.len() as u64 {
             report.projections_checked = matched;
-        } else if let Some(f) = self.describe_projection_mismatch(run, &rebuilt.0, &mut report)? {
+        } else if let Some(f) = self.describe_projection_mismatch(run, &walk.proj, &mut report)? {
             report.failure = Some(f);
             return Ok(report);
         }
@@ -469,24 +468,6 @@ impl Ledger {
             ));
         }
         Ok(None)
-    }
-}
-
-/// Frees a large rebuilt projection on another thread when dropped: freeing a million
-/// records' small allocations is a noticeable share of a verification, and nobody waits
-/// for it.
-struct FreeElsewhere(MemProj);
-
-impl Drop for FreeElsewhere {
-    fn drop(&mut self) {
-        let proj = std::mem::take(&mut self.0);
-        if proj.map.len() > 65_536 {
-            // Should the thread not start, the closure and the projection are dropped
-            // here instead.
-            let _ = std::thread::Builder::new()
-                .name("attest-verify-free".into())
-                .spawn(move || drop(proj));
-        }
     }
 }
 
