@@ -56,10 +56,10 @@ impl Store {
         }
         let db = sled::Config::new()
             .path(dir.join("db"))
-            // sled's own default. A cache smaller than the tree makes every write and scan
-            // that reaches an evicted node read it back from the log and decode it: with
-            // 64 MiB, verifying a million events spent more time paging nodes in than
-            // checking them. It is an upper bound, not an allocation.
+            // Chosen by use (WRITE_CACHE, READ_CACHE). A cache smaller than the tree makes
+            // every scan that reaches an evicted node read it back from the log and decode
+            // it: with 64 MiB, verifying a million events spent more time paging nodes in
+            // than checking them. It is an upper bound, not an allocation.
             .cache_capacity(cache_bytes)
             .open()
             .map_err(|e| storage(&e))?;
