@@ -169,49 +169,39 @@ pub fn run_head(p: &mut dyn Proj) -> Result<(u64, Hash32)> {
     })
 }
 
+/// The rule for a node reference: it is registered, and of `kind` when one is required.
+fn node_rule(node: Option<&NodeRec>, id: &NodeId, kind: Option<NodeKind>) -> Result<()> {
+    let Some(node) = node else {
+        return Err(violation(
+            Rule::References,
+            "DANGLING_NODE",
+            format!("node {id} is not registered"),
+        ));
+    };
+    match kind {
+        Some(kind) if node.kind != kind => Err(violation(
+            Rule::References,
+            "WRONG_NODE_KIND",
+            format!("node {id} is a {:?}, not a {kind:?}", node.kind),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// A node reference that the event goes on to change.
 fn need_node<'p>(
     p: &'p mut dyn Proj,
     id: &NodeId,
     kind: Option<NodeKind>,
 ) -> Result<&'p mut NodeRec> {
-    let node = get_node_mut(p, id)?.ok_or_else(|| {
-        violation(
-            Rule::References,
-            "DANGLING_NODE",
-            format!("node {id} is not registered"),
-        )
-    })?;
-    if let Some(kind) = kind {
-        if node.kind != kind {
-            return Err(violation(
-                Rule::References,
-                "WRONG_NODE_KIND",
-                format!("node {id} is a {:?}, not a {kind:?}", node.kind),
-            ));
-        }
-    }
-    Ok(node)
+    let node = get_node_mut(p, id)?;
+    node_rule(node.as_deref(), id, kind)?;
+    node.ok_or_else(|| LedgerError::Corrupt(format!("node {id} vanished while checked")))
 }
 
 /// As [`need_node`], for a check that changes nothing.
 fn check_node(p: &mut dyn Proj, id: &NodeId, kind: Option<NodeKind>) -> Result<()> {
-    let node = get_node(p, id)?.ok_or_else(|| {
-        violation(
-            Rule::References,
-            "DANGLING_NODE",
-            format!("node {id} is not registered"),
-        )
-    })?;
-    if let Some(kind) = kind {
-        if node.kind != kind {
-            return Err(violation(
-                Rule::References,
-                "WRONG_NODE_KIND",
-                format!("node {id} is a {:?}, not a {kind:?}", node.kind),
-            ));
-        }
-    }
-    Ok(())
+    node_rule(get_node(p, id)?, id, kind)
 }
 
 fn dangling_token(id: &TokenId) -> LedgerError {
