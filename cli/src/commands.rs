@@ -64,14 +64,15 @@ pub fn runs(dir: Option<PathBuf>, json: bool) -> Result<Code, Failure> {
         println!("no runs in {}", ledger.path().display());
     } else {
         println!(
-            "{:<32} {:<12} {:>10} {:>10}  head",
-            "run", "status", "rows", "events"
+            "{:<32} {:<12} {:<21} {:>10} {:>10}  head",
+            "run", "status", "started", "rows", "events"
         );
         for r in runs {
             println!(
-                "{:<32} {:<12} {:>10} {:>10}  {}:{}",
+                "{:<32} {:<12} {:<21} {:>10} {:>10}  {}:{}",
                 r.run.as_str(),
                 r.status.name(),
+                render::utc(r.started_at_ms),
                 r.rows,
                 r.next_seq,
                 r.next_seq,

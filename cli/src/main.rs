@@ -98,7 +98,18 @@ enum Command {
     Plugins,
 }
 
+/// Rust ignores SIGPIPE, so printing into a closed pipe (`attest runs | head -1`) would
+/// panic. Restore the Unix default: the process ends quietly when its reader goes away.
+fn restore_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: setting a signal's disposition to the default before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
+    restore_sigpipe();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run {
