@@ -118,6 +118,13 @@ pub fn replay(
         let mut v =
             serde_json::to_value(&report).map_err(|e| Failure::run_failed(e.to_string()))?;
         if let Some(obj) = v.as_object_mut() {
+            // Hashes are hex for people and tools (the derived form is a byte array).
+            if let Some(h) = report.head {
+                obj.insert(
+                    "head".into(),
+                    serde_json::json!({"count": h.count, "hash": h.hash.to_hex(), "head": format!("{}:{}", h.count, h.hash)}),
+                );
+            }
             obj.insert("ok".into(), report.ok().into());
             obj.insert("elapsed_ms".into(), (elapsed.as_millis() as u64).into());
         }

@@ -53,6 +53,11 @@ fn threshold_gate_routes_rows_and_records_everything() {
     let run = summary["run_id"].as_str().unwrap();
     let report = replay_ok(&s, run);
     assert_eq!(report["ok"], true);
+    assert_eq!(
+        report["head"]["head"], summary["head"],
+        "replay confirms the head run printed"
+    );
+    assert_eq!(report["head"]["hash"].as_str().unwrap().len(), 64);
     // Per row: ingested, 2 × (state opened + closed), route, outcome = 7 events; plus the
     // genesis, 1 + 2 + 2 registrations, edges, checkpoints, 2 artifacts and the end.
     assert!(report["events"].as_u64().unwrap() >= 6 * 7);
@@ -190,4 +195,52 @@ fn multi_transform_example_renames_truncates_filters_and_routes() {
         "{\"id\": \"3\", \"score\": \"90\", \"comment\": \"My password is hunter2\"}\n"
     );
     replay_ok(&s, summary["run_id"].as_str().unwrap());
+}
+
+#[test]
+fn replay_checks_a_head_kept_outside_the_ledger() {
+    let s = Scratch::new();
+    let summary = run_json(&s, "examples/threshold-gate/pipeline.yaml");
+    let head = summary["head"].as_str().unwrap().to_string();
+    let ok = s
+        .attest()
+        .args(["replay", "--ledger", "out/ledger", "--expect-head", &head])
+        .output()
+        .unwrap();
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
+    // A head from a longer history than the ledger holds: truncated or rewritten.
+    let (count, hash) = head.split_once(':').unwrap();
+    let longer = format!("{}:{hash}", count.parse::<u64>().unwrap() + 1);
+    let bad = s
+        .attest()
+        .args([
+            "replay",
+            "--ledger",
+            "out/ledger",
+            "--expect-head",
+            &longer,
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(4));
+    let report: Value = serde_json::from_slice(&bad.stdout).unwrap();
+    assert_eq!(report["failure"]["code"], "HEAD_MISMATCH");
+    let malformed = s
+        .attest()
+        .args([
+            "replay",
+            "--ledger",
+            "out/ledger",
+            "--expect-head",
+            "nonsense",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(malformed.status.code(), Some(2));
 }
