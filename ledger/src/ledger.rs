@@ -251,16 +251,12 @@ impl Ledger {
         let hash = Hash32::of(bytes);
         let key = crate::projection::payload_key(&hash);
         let store = self.store();
-        if !store
+        // A blind insert: content addressing makes rewriting the same bytes harmless, and
+        // most payloads are new, so a lookup first would cost more than it saves.
+        store
             .db
-            .contains_key(&key)
-            .map_err(|e| store.storage_err(e))?
-        {
-            store
-                .db
-                .insert(key, bytes)
-                .map_err(|e| store.storage_err(e))?;
-        }
+            .insert(key, bytes)
+            .map_err(|e| store.storage_err(e))?;
         Ok(hash)
     }
 
