@@ -192,6 +192,8 @@ pub fn lineage(
             )
         }
         render::LineageFormat::Text => print!("{}", render::lineage_text(&l)),
+        render::LineageFormat::Dot => print!("{}", render::lineage_dot(&l)),
+        render::LineageFormat::Mermaid => print!("{}", render::lineage_mermaid(&l)),
     }
     Ok(Code::Ok)
 }

@@ -244,3 +244,43 @@ fn replay_checks_a_head_kept_outside_the_ledger() {
         .unwrap();
     assert_eq!(malformed.status.code(), Some(2));
 }
+
+#[test]
+fn lineage_draws_dot_and_mermaid_graphs_of_a_real_run() {
+    let s = Scratch::new();
+    run_json(&s, "examples/threshold-gate/pipeline.yaml");
+    for (format, start, must) in [
+        (
+            "dot",
+            "digraph lineage {",
+            "\"st_t1@amount_threshold#1\" -> \"out_t1\" [label=\"route true\"];",
+        ),
+        (
+            "mermaid",
+            "flowchart LR",
+            "st_t1_amount_threshold_1 -->|\"route true\"| out_t1",
+        ),
+    ] {
+        let out = s
+            .attest()
+            .args([
+                "lineage",
+                "--ledger",
+                "out/ledger",
+                "--output",
+                "high_values:0",
+                "--format",
+                format,
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{format}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(text.starts_with(start), "{text}");
+        assert!(text.contains(must), "{format}:\n{text}");
+    }
+}
