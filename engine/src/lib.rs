@@ -2,4 +2,12 @@
 //!
 //! The engine writes to the audit trail only through `attest_ledger`'s API.
 
+pub mod build;
+pub mod config;
+pub mod expr;
+pub mod formats;
+pub mod open;
+pub mod plan;
+pub mod run;
+pub mod transforms;
 pub mod value;

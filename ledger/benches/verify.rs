@@ -16,7 +16,7 @@ const MIN_EVENTS: u64 = 1_000_000;
 
 fn verify(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let ledger = Ledger::open(dir.path()).expect("open ledger");
+    let ledger = Ledger::open_for_reading(dir.path()).expect("open ledger");
     let (run, mut pipeline) = Pipeline::start(&ledger);
     let built = Instant::now();
     let mut pending = None;

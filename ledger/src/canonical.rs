@@ -25,6 +25,16 @@ pub fn to_canonical_bytes(value: &Value) -> Result<Vec<u8>, CanonicalError> {
     Ok(out)
 }
 
+/// The canonical bytes of an object given as its map (a row), without wrapping it in a
+/// `Value` first.
+pub fn object_to_canonical_bytes(
+    map: &serde_json::Map<String, Value>,
+) -> Result<Vec<u8>, CanonicalError> {
+    let mut out = Vec::with_capacity(64);
+    write_object(&mut out, map, &mut String::from("$"))?;
+    Ok(out)
+}
+
 /// blake3 of the canonical bytes.
 pub fn hash_value(value: &Value) -> Result<Hash32, CanonicalError> {
     Ok(Hash32::of(&to_canonical_bytes(value)?))
@@ -59,25 +69,32 @@ fn write_value(out: &mut Vec<u8>, value: &Value, path: &mut String) -> Result<()
             }
             out.push(b']');
         }
-        Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-            out.push(b'{');
-            for (i, key) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_string(out, key);
-                out.push(b':');
-                let len = path.len();
-                path.push('.');
-                path.push_str(key);
-                write_value(out, &map[key], path)?;
-                path.truncate(len);
-            }
-            out.push(b'}');
-        }
+        Value::Object(map) => write_object(out, map, path)?,
     }
+    Ok(())
+}
+
+fn write_object(
+    out: &mut Vec<u8>,
+    map: &serde_json::Map<String, Value>,
+    path: &mut String,
+) -> Result<(), CanonicalError> {
+    let mut keys: Vec<&String> = map.keys().collect();
+    keys.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    out.push(b'{');
+    for (i, key) in keys.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_string(out, key);
+        out.push(b':');
+        let len = path.len();
+        path.push('.');
+        path.push_str(key);
+        write_value(out, &map[key], path)?;
+        path.truncate(len);
+    }
+    out.push(b'}');
     Ok(())
 }
 

@@ -54,7 +54,7 @@ impl Rule {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RuleViolation {
     pub rule: Rule,
-    /// A stable code, e.g. `DANGLING_STATE`, `CALL_INDEX`, `SECOND_OUTCOME`.
+    /// A stable code, e.g. `DANGLING_STATE`, `CALL_INDEX`, `TOKEN_TERMINAL`.
     pub code: &'static str,
     pub message: String,
 }

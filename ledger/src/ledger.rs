@@ -100,7 +100,18 @@ impl Ledger {
     /// Opens (creating if needed) the ledger in `dir`. Fails at once with
     /// [`LedgerError::Locked`] when another process has it open.
     pub fn open(dir: impl AsRef<Path>) -> Result<Ledger> {
-        let store = Arc::new(Store::open(dir.as_ref())?);
+        Ledger::open_with_cache(dir, crate::store::WRITE_CACHE)
+    }
+
+    /// Opens with a cache bound suited to reading whole runs (`attest replay`, lineage):
+    /// see [`crate::store::READ_CACHE`].
+    pub fn open_for_reading(dir: impl AsRef<Path>) -> Result<Ledger> {
+        Ledger::open_with_cache(dir, crate::store::READ_CACHE)
+    }
+
+    /// Opens with sled's node cache bounded to `cache_bytes`.
+    pub fn open_with_cache(dir: impl AsRef<Path>, cache_bytes: u64) -> Result<Ledger> {
+        let store = Arc::new(Store::open(dir.as_ref(), cache_bytes)?);
         let (tx, rx) = unbounded();
         let writer = Writer::new(store.clone());
         let handle = std::thread::Builder::new()
@@ -200,6 +211,38 @@ impl Ledger {
     /// The most recently started run.
     pub fn latest_run(&self) -> Result<Option<RunRec>> {
         Ok(self.runs()?.pop())
+    }
+
+    /// Purges payload bytes: each hash's bytes are removed and a tombstone (when, why) is
+    /// written in their place, in one atomic batch, then flushed. Events keep the hashes,
+    /// so every chain still verifies; verification counts the payload as purged instead
+    /// of missing. Returns how many payloads had bytes to remove.
+    ///
+    /// The tombstone is not itself hash-chained: recording purges in a chain of their own
+    /// is `attest purge`'s work (issue 3).
+    pub fn purge_payloads(&self, hashes: &[Hash32], reason: &str, at_ms: u64) -> Result<usize> {
+        let store = self.store();
+        let tombstone = crate::codec::encode(&(at_ms, reason))?;
+        let mut batch = sled::Batch::default();
+        let mut removed = 0;
+        for h in hashes {
+            let key = crate::projection::payload_key(h);
+            if store
+                .db
+                .contains_key(&key)
+                .map_err(|e| store.storage_err(e))?
+            {
+                removed += 1;
+            }
+            batch.remove(key);
+            batch.insert(crate::projection::purged_key(h), tombstone.clone());
+        }
+        store
+            .db
+            .apply_batch(batch)
+            .map_err(|e| store.storage_err(e))?;
+        store.flush()?;
+        Ok(removed)
     }
 
     /// Stores bytes in the payload store (outside any commit; idempotent) and returns

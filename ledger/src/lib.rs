@@ -15,6 +15,7 @@ pub mod error;
 pub mod event;
 pub mod ids;
 pub mod ledger;
+pub mod lineage;
 pub mod projection;
 pub mod rules;
 pub mod store;

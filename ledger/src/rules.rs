@@ -277,8 +277,14 @@ fn need_free_token_mut<'p>(p: &'p mut dyn Proj, id: &TokenId) -> Result<&'p mut 
     Ok(t)
 }
 
+/// A new id that could not be a storage key part (empty, NUL, too long) breaks the
+/// well-formedness rule like any other malformed event.
+fn well_formed_id(r: std::result::Result<(), crate::ids::InvalidId>) -> Result<()> {
+    r.map_err(|e| violation(Rule::WellFormed, "INVALID_ID", e.to_string()))
+}
+
 fn need_new_token(p: &mut dyn Proj, id: &TokenId) -> Result<()> {
-    id.validate()?;
+    well_formed_id(id.validate())?;
     if get_token(p, id)?.is_some() {
         return Err(violation(
             Rule::WellFormed,
@@ -525,7 +531,7 @@ fn apply_to_running(p: &mut dyn Proj, rr: &mut RunCounters, seq: u64, event: &Ev
             plugin,
             config_hash,
         } => {
-            node.validate()?;
+            well_formed_id(node.validate())?;
             if get_node(p, node)?.is_some() {
                 return Err(violation(
                     Rule::WellFormed,
@@ -845,6 +851,7 @@ fn apply_to_running(p: &mut dyn Proj, rr: &mut RunCounters, seq: u64, event: &Ev
                     ));
                 }
                 let t = need_free_token_mut(p, parent)?;
+                no_open_state(t, parent)?;
                 rows.push(t.row);
                 t.terminal = Some((
                     Terminal::Coalesced {
@@ -868,7 +875,7 @@ fn apply_to_running(p: &mut dyn Proj, rr: &mut RunCounters, seq: u64, event: &Ev
             rr.live_tokens = rr.live_tokens + 1 - parents.len() as u64;
         }
         Event::BatchOpened { batch, node } => {
-            batch.validate()?;
+            well_formed_id(batch.validate())?;
             check_node(p, node, Some(NodeKind::Aggregation))?;
             if get_batch(p, batch)?.is_some() {
                 return Err(violation(
@@ -901,6 +908,15 @@ fn apply_to_running(p: &mut dyn Proj, rr: &mut RunCounters, seq: u64, event: &Ev
                     format!("batch {batch} has completed; its membership is fixed"),
                 ));
             }
+            // The state that processes a batch processes the members it had when it
+            // opened: joining later would let a completion claim rows it never saw.
+            if !b.states.is_empty() {
+                return Err(violation(
+                    Rule::BatchMembership,
+                    "BATCH_PROCESSING",
+                    format!("batch {batch} is already being processed; its membership is fixed"),
+                ));
+            }
             if *ordinal != b.members {
                 return Err(violation(
                     Rule::BatchMembership,
@@ -929,6 +945,7 @@ fn apply_to_running(p: &mut dyn Proj, rr: &mut RunCounters, seq: u64, event: &Ev
         } => complete_batch(p, rr, seq, batch, trigger, state, outputs)?,
         Event::TokenOutcome { token, outcome } => {
             let t = need_live_token(p, token)?;
+            no_open_state(t, token)?;
             if let Some(b) = &t.buffered_in {
                 return Err(violation(
                     Rule::BatchMembership,
@@ -1063,6 +1080,22 @@ fn common_row(rows: &[Option<u64>]) -> Option<u64> {
     rows.iter().all(|r| *r == first).then_some(first).flatten()
 }
 
+/// A token ends only after every state it opened has closed (a state left open could
+/// still take calls for a token that has already ended).
+fn no_open_state(t: &TokenRec, token: &TokenId) -> Result<()> {
+    match t.states.iter().find(|s| s.status == StateStatus::Open) {
+        None => Ok(()),
+        Some(s) => Err(violation(
+            Rule::StateLifecycle,
+            "STATE_OPEN_AT_OUTCOME",
+            format!(
+                "token {token} cannot end while its state at {} (attempt {}) is open",
+                s.node, s.attempt
+            ),
+        )),
+    }
+}
+
 fn spawn_children(
     p: &mut dyn Proj,
     rr: &mut RunCounters,
@@ -1078,7 +1111,9 @@ fn spawn_children(
             format!("{} of {parent} with no children", terminal.name()),
         ));
     }
-    let row = need_free_token(p, parent)?.row;
+    let parent_rec = need_free_token(p, parent)?;
+    no_open_state(parent_rec, parent)?;
+    let row = parent_rec.row;
     for (i, (child, origin)) in children.iter().enumerate() {
         if children[..i].iter().any(|(c, _)| c == child) {
             return Err(violation(

@@ -638,6 +638,18 @@ fn read_log(
             ));
             break;
         }
+        // A segment with no records would pass the walk unnoticed: it cannot be written
+        // (commits are never empty), so it is a sign of tampering.
+        if segment.is_empty() {
+            end.failure = Some(fail(
+                FailureCode::DecodeFailed,
+                Some(expected_seq),
+                "a segment holding at least one record",
+                "an empty segment",
+                "log segment is empty",
+            ));
+            break;
+        }
         let decode_here = !tx.is_empty();
         let mut decoded = Vec::new();
         let mut undecoded = Vec::new();

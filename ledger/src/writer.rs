@@ -22,7 +22,7 @@ use std::sync::Arc;
 const MAX_GROUP: usize = 4096;
 /// Projection records kept decoded in memory between groups; past this the cache is
 /// dropped, which bounds the writer's memory whatever the run's size.
-const CACHE_LIMIT: usize = 50_000;
+const CACHE_LIMIT: usize = 20_000;
 
 /// When a commit is durable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

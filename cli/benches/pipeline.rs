@@ -1,0 +1,182 @@
+//! End-to-end pipeline benchmark (a bench binary, not a test): the engine issue's
+//! pipeline — CSV (100,000 rows: id, ~75-char text, score) → field_mapper → gate on score
+//! → two CSV sinks — run through the release `attest` binary with the full audit and the
+//! ledger durable at run end. Reports rows/s, peak memory, ledger bytes per row and the
+//! time of `attest --version`.
+//!
+//! Run: `cargo bench -p attest-cli --bench pipeline` (ROWS=N and RUNS=N override the
+//! defaults of 100000 and 3).
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn env_num(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Bytes of live keys and values in the ledger, per row, by kind: what the audit record
+/// holds, as opposed to sled's files, which also hold superseded page versions until
+/// sled reclaims them.
+fn logical_bytes(dir: &Path) -> String {
+    let Ok(ledger) = attest_ledger::Ledger::open(dir) else {
+        return "logical size unavailable".into();
+    };
+    let mut by_kind = [0u64; 4]; // log, projections, payloads, other
+    for (k, v) in ledger.raw_db().iter().flatten() {
+        let i = match k.first() {
+            Some(b'L') => 0,
+            Some(b'P') => 1,
+            Some(b'B') => 2,
+            _ => 3,
+        };
+        by_kind[i] += (k.len() + v.len()) as u64;
+    }
+    let rows = ledger
+        .runs()
+        .ok()
+        .and_then(|r| r.last().map(|r| r.rows))
+        .unwrap_or(1)
+        .max(1);
+    format!(
+        "logical {:.0} bytes/row (log {:.0}, projections {:.0}, payloads {:.0})",
+        by_kind.iter().sum::<u64>() as f64 / rows as f64,
+        by_kind[0] as f64 / rows as f64,
+        by_kind[1] as f64 / rows as f64,
+        by_kind[2] as f64 / rows as f64
+    )
+}
+
+fn dir_size(p: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(p) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| {
+            let path = e.path();
+            if path.is_dir() {
+                dir_size(&path)
+            } else {
+                e.metadata().map(|m| m.len()).unwrap_or(0)
+            }
+        })
+        .sum()
+}
+
+const PIPELINE: &str = r#"
+source:
+  plugin: csv
+  on_success: raw
+  options:
+    path: input.csv
+    schema: {mode: fixed, fields: ['id: int', 'text: str', 'score: float']}
+    on_validation_failure: discard
+transforms:
+- name: rename
+  plugin: field_mapper
+  input: raw
+  on_success: mapped
+  on_error: discard
+  options: {mapping: {text: comment}, schema: {mode: observed}}
+gates:
+- name: by_score
+  input: mapped
+  condition: row['score'] >= 0.5
+  routes: {'true': high, 'false': low}
+sinks:
+  high: {plugin: csv, on_write_failure: discard, options: {path: out/high.csv, schema: {mode: observed}}}
+  low: {plugin: csv, on_write_failure: discard, options: {path: out/low.csv, schema: {mode: observed}}}
+"#;
+
+fn main() {
+    // `cargo bench` passes `--bench`; nothing else is accepted.
+    let rows = env_num("ROWS", 100_000);
+    let runs = env_num("RUNS", 3);
+    let bin = env!("CARGO_BIN_EXE_attest");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut csv = String::with_capacity(rows * 100);
+    csv.push_str("id,text,score\n");
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    for i in 0..rows {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let score = (x % 10_000) as f64 / 10_000.0;
+        csv.push_str(&format!(
+            "{i},The quick brown fox number {i:08} jumps over the lazy dog near the river bank,{score}\n"
+        ));
+    }
+    std::fs::write(dir.path().join("input.csv"), &csv).expect("write input");
+    std::fs::write(dir.path().join("pipeline.yaml"), PIPELINE).expect("write pipeline");
+    let time = Path::new("/usr/bin/time").exists();
+
+    let mut results = Vec::new();
+    for run in 0..runs {
+        let _ = std::fs::remove_dir_all(dir.path().join("ledger"));
+        let _ = std::fs::remove_dir_all(dir.path().join("out"));
+        let mut cmd = if time {
+            let mut c = Command::new("/usr/bin/time");
+            c.args(["-f", "PEAK_KB=%M", bin]);
+            c
+        } else {
+            Command::new(bin)
+        };
+        cmd.args(["run", "pipeline.yaml", "--ledger", "ledger", "--json"])
+            .current_dir(dir.path());
+        let started = Instant::now();
+        let out = cmd.output().expect("run attest");
+        let elapsed = started.elapsed();
+        assert!(
+            out.status.success(),
+            "attest run failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let peak_kb: Option<u64> = stderr
+            .lines()
+            .find_map(|l| l.strip_prefix("PEAK_KB="))
+            .and_then(|v| v.trim().parse().ok());
+        let ledger_bytes = dir_size(&dir.path().join("ledger"));
+        let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json summary");
+        let logical = logical_bytes(&dir.path().join("ledger"));
+        let events = summary["events"].as_u64().unwrap_or(0);
+        println!(
+            "run {run}: {rows} rows in {:.3}s = {:.0} rows/s; peak {} MB; ledger on disk {} bytes ({:.0} bytes/row, {events} events); {logical}",
+            elapsed.as_secs_f64(),
+            rows as f64 / elapsed.as_secs_f64(),
+            peak_kb.map_or("n/a".to_string(), |k| format!("{:.1}", k as f64 / 1024.0)),
+            ledger_bytes,
+            ledger_bytes as f64 / rows as f64,
+        );
+        results.push(elapsed);
+    }
+    results.sort();
+    let median = results[results.len() / 2];
+    println!(
+        "median: {:.3}s = {:.0} rows/s",
+        median.as_secs_f64(),
+        rows as f64 / median.as_secs_f64()
+    );
+
+    let mut versions: Vec<Duration> = (0..20)
+        .map(|_| {
+            let t = Instant::now();
+            let out = Command::new(bin)
+                .arg("--version")
+                .output()
+                .expect("attest --version");
+            assert!(out.status.success());
+            t.elapsed()
+        })
+        .collect();
+    versions.sort();
+    println!(
+        "attest --version: median {:.2} ms, max {:.2} ms (20 runs)",
+        versions[10].as_secs_f64() * 1000.0,
+        versions[19].as_secs_f64() * 1000.0
+    );
+}

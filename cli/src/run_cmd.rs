@@ -1,0 +1,151 @@
+//! `attest run`: load, check, open, execute, report.
+
+use crate::commands::DEFAULT_LEDGER;
+use crate::exit::{Code, Failure};
+use attest_engine::run::{execute, RunOptions, RunStatus, RunSummary};
+use attest_ledger::{Ledger, RunStart};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+pub fn run(pipeline: &Path, ledger_dir: Option<PathBuf>, json: bool) -> Result<Code, Failure> {
+    let loaded =
+        attest_engine::build::load(pipeline, &|k| std::env::var(k).ok()).map_err(|errors| {
+            Failure::bad_input(format!(
+                "{}\n{}: {} error(s); nothing was run",
+                errors.join("\n"),
+                pipeline.display(),
+                errors.len()
+            ))
+        })?;
+    for w in &loaded.warnings {
+        eprintln!("{w}");
+    }
+    let plan = attest_engine::build::plan(&loaded.config)
+        .map_err(|e| Failure::bad_input(format!("{}: {e}", pipeline.display())))?;
+    // Inputs and outputs are opened before the run is recorded: a missing input file is a
+    // usage error, not a failed run.
+    let (source, sinks) = attest_engine::open::open(&loaded.config).map_err(Failure::bad_input)?;
+    let dir = ledger_dir
+        .or_else(|| loaded.config.ledger.path.clone().map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_LEDGER));
+    let ledger = Ledger::open(&dir)?;
+
+    let interrupt = Arc::new(AtomicBool::new(false));
+    {
+        let flag = interrupt.clone();
+        // A second Ctrl-C is not special: the run is already stopping as fast as it can
+        // without losing finished rows.
+        let _ = ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst));
+    }
+    let bar = (!json && std::io::stderr().is_terminal()).then(|| {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} {pos} rows written  {per_sec}  {elapsed}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        bar
+    });
+    let progress: Option<Box<dyn Fn(u64) + Send>> = bar
+        .clone()
+        .map(|b| Box::new(move |n| b.set_position(n)) as Box<dyn Fn(u64) + Send>);
+    let workers = loaded
+        .config
+        .concurrency
+        .max_workers
+        .map(|n| n as usize)
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
+        });
+    let started_at_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let summary = execute(
+        &plan,
+        source,
+        sinks,
+        &ledger,
+        RunStart {
+            config: loaded.text.clone(),
+            engine_version: env!("CARGO_PKG_VERSION").to_string(),
+            started_at_ms,
+        },
+        RunOptions {
+            workers,
+            interrupt,
+            progress,
+        },
+    )
+    .map_err(|e| Failure::run_failed(e.to_string()))?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    report(&summary, &dir, json);
+    Ok(match summary.status {
+        RunStatus::Completed => Code::Ok,
+        RunStatus::Interrupted => Code::Interrupted,
+        RunStatus::Failed => Code::RunFailed,
+    })
+}
+
+fn report(s: &RunSummary, ledger: &Path, json: bool) {
+    let secs = s.elapsed.as_secs_f64();
+    let rate = if secs > 0.0 {
+        s.rows as f64 / secs
+    } else {
+        0.0
+    };
+    if json {
+        let sinks: serde_json::Map<String, serde_json::Value> = s
+            .sinks
+            .iter()
+            .map(|(k, v)| (k.clone(), (*v).into()))
+            .collect();
+        let v = serde_json::json!({
+            "run_id": s.run_id.as_str(),
+            "status": s.status.name(),
+            "rows": s.rows,
+            "sinks": sinks,
+            "quarantined": s.quarantined,
+            "failed": s.failed,
+            "discarded": s.discarded,
+            "elapsed_ms": s.elapsed.as_millis() as u64,
+            "events": s.events,
+            "head": format!("{}:{}", s.events, s.head),
+            "error": s.error,
+        });
+        println!("{v}");
+        return;
+    }
+    println!("run {} {}", s.run_id, s.status.name());
+    println!("  rows in      {}", s.rows);
+    for (name, n) in &s.sinks {
+        println!("  -> {name:<9} {n}");
+    }
+    println!("  quarantined  {}", s.quarantined);
+    println!("  failed       {}", s.failed);
+    if s.discarded > 0 {
+        println!("  discarded    {}", s.discarded);
+    }
+    println!("  elapsed      {secs:.2}s ({rate:.0} rows/s)");
+    println!("  ledger       {} ({} events)", ledger.display(), s.events);
+    println!("  head         {}:{}", s.events, s.head);
+    if let Some(e) = &s.error {
+        println!("  error        {e}");
+    }
+    match s.status {
+        RunStatus::Interrupted => println!("interrupted: resume with `attest resume {}`", s.run_id),
+        RunStatus::Failed => {}
+        RunStatus::Completed => println!(
+            "verify with `attest replay --ledger {} --run {}`",
+            ledger.display(),
+            s.run_id
+        ),
+    }
+}

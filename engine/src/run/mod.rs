@@ -1,0 +1,435 @@
+//! Running a plan on the ledger.
+//!
+//! Threads: one reads the source, `workers` process rows (each owning its row and its
+//! commit), and the calling thread sequences finished rows into the sinks. Rows flow
+//! through bounded channels, so memory is bounded by the reorder window, not the input.
+
+pub mod io;
+mod sequencer;
+pub mod worker;
+
+use crate::plan::{Plan, Target};
+use attest_ledger::{
+    Commit, Durability, Event, FinalStatus, Hash32, Ledger, LedgerError, NodeKind, RunId, RunStart,
+};
+use crossbeam_channel::{bounded, unbounded};
+use io::{RowSink, RowSource, SourceError};
+use sequencer::Sequencer;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use worker::RowResult;
+
+/// Rows that may be read ahead of the oldest row not yet written.
+const WINDOW: usize = 4096;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("ledger: {0}")]
+    Ledger(#[from] LedgerError),
+    #[error("source: {0}")]
+    Source(String),
+    #[error("{0}")]
+    Sink(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<SourceError> for EngineError {
+    fn from(e: SourceError) -> Self {
+        EngineError::Source(e.0)
+    }
+}
+
+/// How a run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunStatus {
+    Completed,
+    Failed,
+    Interrupted,
+}
+
+impl RunStatus {
+    pub fn name(self) -> &'static str {
+        match self {
+            RunStatus::Completed => "completed",
+            RunStatus::Failed => "failed",
+            RunStatus::Interrupted => "interrupted",
+        }
+    }
+}
+
+pub struct RunOptions {
+    pub workers: usize,
+    /// Set (e.g. by Ctrl-C) to stop reading; finished rows are still written.
+    pub interrupt: Arc<AtomicBool>,
+    /// Called with the number of rows written so far.
+    pub progress: Option<Box<dyn Fn(u64) + Send>>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            workers: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
+            interrupt: Arc::new(AtomicBool::new(false)),
+            progress: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct RunSummary {
+    pub run_id: RunId,
+    pub status: RunStatus,
+    pub rows: u64,
+    /// Sink name → rows written, in the plan's sink order.
+    pub sinks: Vec<(String, u64)>,
+    pub quarantined: u64,
+    pub failed: u64,
+    pub discarded: u64,
+    pub elapsed: Duration,
+    pub events: u64,
+    pub head: Hash32,
+    /// What stopped a failed run.
+    pub error: Option<String>,
+}
+
+enum Msg {
+    Row(Result<RowResult, EngineError>),
+    SourceDone {
+        rows: u64,
+    },
+    /// Reading stopped with an error after `rows` rows; those rows are still finished.
+    SourceFailed {
+        error: EngineError,
+        rows: u64,
+    },
+}
+
+/// Registers the plan's nodes and edges: the run's topology in the ledger.
+fn register(plan: &Plan) -> Commit {
+    let mut c = Commit::new();
+    c.push(Event::NodeRegistered {
+        node: plan.source.id.clone(),
+        kind: NodeKind::Source,
+        plugin: plan.source.plugin.clone(),
+        config_hash: plan.source.config_hash,
+    });
+    for n in &plan.nodes {
+        c.push(Event::NodeRegistered {
+            node: n.id.clone(),
+            kind: n.kind,
+            plugin: n.plugin.clone(),
+            config_hash: n.config_hash,
+        });
+    }
+    for s in &plan.sinks {
+        c.push(Event::NodeRegistered {
+            node: s.id.clone(),
+            kind: NodeKind::Sink,
+            plugin: s.plugin.clone(),
+            config_hash: s.config_hash,
+        });
+    }
+    for (from, to, label) in &plan.edges {
+        c.push(Event::EdgeRegistered {
+            from: from.clone(),
+            to: to.clone(),
+            label: label.clone(),
+        });
+    }
+    c
+}
+
+/// Runs `plan` from `source` into `sinks`, recording everything in a new run of `ledger`.
+/// Errors before the run exists are returned; once it exists, failures are recorded and
+/// reported in the summary.
+pub fn execute(
+    plan: &Plan,
+    source: Box<dyn RowSource>,
+    sinks: Vec<Box<dyn RowSink>>,
+    ledger: &Ledger,
+    start: RunStart,
+    opts: RunOptions,
+) -> Result<RunSummary, EngineError> {
+    let started = Instant::now();
+    let run = ledger.start_run(start)?;
+    run.submit(register(plan), Durability::Buffered)?;
+    let abort = AtomicBool::new(false);
+    let workers = opts.workers.max(1);
+    let (ticket_tx, ticket_rx) = bounded::<()>(WINDOW);
+    for _ in 0..WINDOW {
+        let _ = ticket_tx.try_send(());
+    }
+    let (work_tx, work_rx) = bounded(workers * 4);
+    let (msg_tx, msg_rx) = unbounded::<Msg>();
+    let mut sequencer = Sequencer::new(plan, &run, sinks, ticket_tx);
+    let mut failure: Option<EngineError> = None;
+
+    std::thread::scope(|scope| {
+        // Source reader.
+        {
+            let msg_tx = msg_tx.clone();
+            let interrupt = opts.interrupt.clone();
+            let abort = &abort;
+            let mut source = source;
+            let run = &run;
+            scope.spawn(move || {
+                let r = read_source(
+                    plan,
+                    run,
+                    source.as_mut(),
+                    &ticket_rx,
+                    &work_tx,
+                    abort,
+                    &interrupt,
+                );
+                let _ = msg_tx.send(match r {
+                    (rows, None) => Msg::SourceDone { rows },
+                    (rows, Some(error)) => Msg::SourceFailed { error, rows },
+                });
+            });
+        }
+        // Workers.
+        for _ in 0..workers {
+            let work_rx = work_rx.clone();
+            let msg_tx = msg_tx.clone();
+            let run = &run;
+            let abort = &abort;
+            scope.spawn(move || {
+                while let Ok((i, rec)) = work_rx.recv() {
+                    if abort.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let r = worker::process_record(plan, run, i, rec);
+                    if msg_tx.send(Msg::Row(r)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(msg_tx);
+        drop(work_rx);
+
+        // Sequencer, on this thread. `fatal`: an error after which no more rows are taken.
+        let mut total: Option<u64> = None;
+        let mut fatal = false;
+        while total != Some(sequencer.released()) {
+            let Ok(msg) = msg_rx.recv() else { break };
+            match msg {
+                Msg::Row(Ok(r)) => {
+                    if !fatal {
+                        if let Err(e) = sequencer.accept(r) {
+                            failure.get_or_insert(e);
+                            fatal = true;
+                            abort.store(true, Ordering::Relaxed);
+                            total = Some(sequencer.released());
+                        } else if let Some(p) = &opts.progress {
+                            p(sequencer.released());
+                        }
+                    }
+                }
+                Msg::Row(Err(e)) => {
+                    failure.get_or_insert(e);
+                    fatal = true;
+                    abort.store(true, Ordering::Relaxed);
+                    total = Some(sequencer.released());
+                }
+                // The rows read before the source failed are still processed, written and
+                // recorded; the run then ends failed.
+                Msg::SourceFailed { error, rows } => {
+                    failure.get_or_insert(error);
+                    if !fatal {
+                        total = Some(rows);
+                    }
+                }
+                Msg::SourceDone { rows } => {
+                    if !fatal {
+                        total = Some(rows);
+                    }
+                }
+            }
+        }
+        abort.store(true, Ordering::Relaxed);
+        // Unblock a source waiting for a ticket: it sees `abort` and stops.
+        sequencer.release_all_tickets();
+        drop(msg_rx);
+    });
+    let interrupted = failure.is_none() && opts.interrupt.load(Ordering::Relaxed);
+
+    // Rows already written are made durable and their outcomes recorded, whatever happened.
+    let totals = match sequencer.finish() {
+        Ok(t) => Some(t),
+        Err(e) => {
+            failure.get_or_insert(e);
+            None
+        }
+    };
+    let status = if failure.is_some() {
+        RunStatus::Failed
+    } else if interrupted {
+        RunStatus::Interrupted
+    } else {
+        RunStatus::Completed
+    };
+    let end = match status {
+        RunStatus::Completed => Event::RunFinished {
+            status: FinalStatus::Completed,
+        },
+        RunStatus::Failed => Event::RunFinished {
+            status: FinalStatus::Failed,
+        },
+        RunStatus::Interrupted => Event::RunInterrupted {
+            reason: "interrupted by the user".into(),
+        },
+    };
+    let receipt = run.submit(Commit::new().event(end), Durability::Flushed)?;
+    let totals = totals.unwrap_or(sequencer::SequencerTotals {
+        written: vec![0; plan.sinks.len()],
+        failed: 0,
+        discarded: 0,
+        quarantined: 0,
+        released: 0,
+    });
+    Ok(RunSummary {
+        run_id: run.id().clone(),
+        status,
+        rows: totals.released,
+        sinks: plan
+            .sinks
+            .iter()
+            .zip(&totals.written)
+            .map(|(s, n)| (s.id.to_string(), *n))
+            .collect(),
+        quarantined: totals.quarantined,
+        failed: totals.failed,
+        discarded: totals.discarded,
+        elapsed: started.elapsed(),
+        events: receipt.last_seq + 1,
+        head: receipt.head,
+        error: failure.map(|e| e.to_string()),
+    })
+}
+
+/// Rows read and recorded per ingestion commit.
+const INGEST_CHUNK: usize = 64;
+/// Ingestion commits sent but not yet confirmed.
+const INGEST_IN_FLIGHT: usize = 8;
+
+/// Reads the source in order, records each row's ingestion, and hands rows to workers.
+/// Returns the number of rows read. Ingestion commits are sent before their rows are
+/// handed on, so the writer sees a row's ingestion before anything a worker records.
+fn read_source(
+    plan: &Plan,
+    run: &attest_ledger::RunHandle,
+    source: &mut dyn RowSource,
+    tickets: &crossbeam_channel::Receiver<()>,
+    work: &crossbeam_channel::Sender<(u64, io::SourceRecord)>,
+    abort: &AtomicBool,
+    interrupt: &AtomicBool,
+) -> (u64, Option<EngineError>) {
+    let mut rows = 0u64;
+    let mut in_flight = std::collections::VecDeque::new();
+    let error = read_chunks(
+        plan,
+        run,
+        source,
+        tickets,
+        work,
+        abort,
+        interrupt,
+        &mut rows,
+        &mut in_flight,
+    )
+    .err();
+    // Whatever happened, the ingestions already sent must be confirmed before the run ends.
+    let mut error = error;
+    for p in in_flight {
+        if let Err(e) = p.wait() {
+            error.get_or_insert(e.into());
+        }
+    }
+    (rows, error)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn read_chunks(
+    plan: &Plan,
+    run: &attest_ledger::RunHandle,
+    source: &mut dyn RowSource,
+    tickets: &crossbeam_channel::Receiver<()>,
+    work: &crossbeam_channel::Sender<(u64, io::SourceRecord)>,
+    abort: &AtomicBool,
+    interrupt: &AtomicBool,
+    rows: &mut u64,
+    in_flight: &mut std::collections::VecDeque<attest_ledger::Pending>,
+) -> Result<(), EngineError> {
+    let mut done = false;
+    let mut failed = None;
+    while !done {
+        let mut chunk = Vec::with_capacity(INGEST_CHUNK);
+        let mut commit = Commit::new();
+        while chunk.len() < INGEST_CHUNK {
+            if tickets.recv().is_err()
+                || abort.load(Ordering::Relaxed)
+                || interrupt.load(Ordering::Relaxed)
+            {
+                done = true;
+                break;
+            }
+            match source.next_record() {
+                None => {
+                    done = true;
+                    break;
+                }
+                Some(Ok(rec)) => {
+                    worker::ingest(
+                        plan,
+                        run.ledger(),
+                        &mut commit,
+                        *rows + chunk.len() as u64,
+                        &rec,
+                    )?;
+                    chunk.push(rec);
+                }
+                Some(Err(e)) => {
+                    // Hand on the rows read so far, then report the error.
+                    failed = Some(EngineError::from(e));
+                    done = true;
+                    break;
+                }
+            }
+        }
+        if chunk.is_empty() {
+            break;
+        }
+        in_flight.push_back(run.submit_nowait(commit, Durability::Buffered)?);
+        for rec in chunk {
+            if work.send((*rows, rec)).is_err() {
+                return Ok(());
+            }
+            *rows += 1;
+        }
+        while in_flight.len() > INGEST_IN_FLIGHT {
+            if let Some(p) = in_flight.pop_front() {
+                p.wait()?;
+            }
+        }
+    }
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Labels an edge for the ledger's topology.
+pub fn target_label(t: &Target) -> &'static str {
+    match t {
+        Target::Node(_) => "continue",
+        Target::Sink { routed: false, .. } => "on_success",
+        Target::Sink { routed: true, .. } => "route",
+        Target::Discard { .. } => "discard",
+    }
+}

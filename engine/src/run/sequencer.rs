@@ -1,0 +1,241 @@
+//! Writes finished rows to their sinks in source order, and records each row's outcome
+//! only after the write is durable.
+//!
+//! Workers finish rows in any order; the sequencer holds them in a reorder buffer keyed by
+//! row index and releases them strictly in order. Every `FLUSH_ROWS` rows (or at the end)
+//! it fsyncs the sinks it wrote to and then commits the outcomes of the rows that are now
+//! durable, with their sink ordinals, together with a checkpoint of each sink's durable
+//! position. The reorder buffer is bounded by the tickets the source must take before it
+//! reads a row, which the sequencer returns as it releases rows.
+
+use super::io::{RowSink, SinkIoError, WriteError};
+use super::worker::{DeliveryKind, RowResult};
+use super::EngineError;
+use crate::plan::Plan;
+use attest_ledger::{Commit, Durability, Event, Outcome, RunHandle, SinkWrite};
+use crossbeam_channel::Sender;
+use std::collections::BTreeMap;
+
+/// Rows written between two durable flushes. Each flush is an fsync per sink written to,
+/// so this trades the cost of fsyncs against how much is written but not yet recorded
+/// (which a resume would truncate and redo).
+const FLUSH_ROWS: usize = 8192;
+/// Worker commits that may be outstanding before the sequencer waits for the oldest.
+const MAX_UNCONFIRMED: usize = 1024;
+/// A slow pipeline still records outcomes at least this often.
+const FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+
+pub struct Sequencer<'a> {
+    plan: &'a Plan,
+    run: &'a RunHandle,
+    sinks: Vec<Option<Box<dyn RowSink>>>,
+    tickets: Sender<()>,
+    reorder: BTreeMap<u64, RowResult>,
+    next: u64,
+    /// Outcomes of rows written since the last durable flush.
+    pending: Vec<Event>,
+    /// Workers' commits for the rows released since the last flush, checked before the
+    /// outcomes that follow them are recorded.
+    commits: Vec<attest_ledger::Pending>,
+    dirty: Vec<bool>,
+    last_flush: std::time::Instant,
+    /// Rows written to each sink (the next ordinal).
+    pub written: Vec<u64>,
+    pub failed: u64,
+    pub discarded: u64,
+    pub quarantined: u64,
+}
+
+impl<'a> Sequencer<'a> {
+    pub fn new(
+        plan: &'a Plan,
+        run: &'a RunHandle,
+        sinks: Vec<Box<dyn RowSink>>,
+        tickets: Sender<()>,
+    ) -> Self {
+        let n = sinks.len();
+        Sequencer {
+            plan,
+            run,
+            sinks: sinks.into_iter().map(Some).collect(),
+            tickets,
+            reorder: BTreeMap::new(),
+            next: 0,
+            pending: Vec::new(),
+            commits: Vec::new(),
+            dirty: vec![false; n],
+            last_flush: std::time::Instant::now(),
+            written: vec![0; n],
+            failed: 0,
+            discarded: 0,
+            quarantined: 0,
+        }
+    }
+
+    /// Fills the ticket channel so a source blocked waiting for one wakes up (and, seeing
+    /// the run is stopping, stops).
+    pub fn release_all_tickets(&self) {
+        while self.tickets.try_send(()).is_ok() {}
+    }
+
+    /// Rows released so far.
+    pub fn released(&self) -> u64 {
+        self.next
+    }
+
+    pub fn accept(&mut self, result: RowResult) -> Result<(), EngineError> {
+        self.reorder.insert(result.row_index, result);
+        while let Some(r) = self.reorder.remove(&self.next) {
+            self.release(r)?;
+            self.next += 1;
+            // The source may read one more row. A closed channel means the source has
+            // stopped, which is fine.
+            let _ = self.tickets.try_send(());
+        }
+        if self.pending.len() >= FLUSH_ROWS
+            || (!self.pending.is_empty() && self.last_flush.elapsed() >= FLUSH_INTERVAL)
+        {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn release(&mut self, mut r: RowResult) -> Result<(), EngineError> {
+        if let Some(p) = r.commit.take() {
+            self.commits.push(p);
+        }
+        // Bound how far workers' commits may run ahead of the writer (and so the memory
+        // the writer's queue holds): wait for the oldest once many are outstanding.
+        if self.commits.len() >= MAX_UNCONFIRMED {
+            for p in self.commits.drain(..MAX_UNCONFIRMED / 2) {
+                p.wait()?;
+            }
+        }
+        self.failed += r.failed;
+        self.discarded += r.discarded;
+        self.quarantined += r.quarantined;
+        for d in r.deliveries {
+            let sink = self
+                .sinks
+                .get_mut(d.sink)
+                .and_then(|s| s.as_mut())
+                .ok_or_else(|| EngineError::Internal(format!("no open sink {}", d.sink)))?;
+            match sink.write_row(&d.row) {
+                Ok(()) => {
+                    let write = SinkWrite {
+                        sink: self.plan.sinks[d.sink].id.clone(),
+                        ordinal: self.written[d.sink],
+                    };
+                    self.written[d.sink] += 1;
+                    self.dirty[d.sink] = true;
+                    let outcome = match d.kind {
+                        DeliveryKind::Completed => Outcome::Completed { write },
+                        DeliveryKind::Routed => Outcome::Routed { write },
+                        DeliveryKind::Quarantined => Outcome::Quarantined { write: Some(write) },
+                    };
+                    self.pending.push(Event::TokenOutcome {
+                        token: d.token,
+                        outcome,
+                    });
+                }
+                Err(WriteError::Io(SinkIoError(e))) => {
+                    return Err(EngineError::Sink(format!(
+                        "sink {}: {e}",
+                        self.plan.sinks[d.sink].id
+                    )));
+                }
+                Err(WriteError::Row(e)) => {
+                    // The row cannot be written to this sink; it fails, the run goes on.
+                    self.failed += 1;
+                    self.pending.push(Event::TokenOutcome {
+                        token: d.token,
+                        outcome: Outcome::Failed {
+                            error: format!("sink {}: {e}", self.plan.sinks[d.sink].id),
+                        },
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes every written row durable, then records their outcomes.
+    pub fn flush(&mut self) -> Result<(), EngineError> {
+        self.last_flush = std::time::Instant::now();
+        // A worker's commit that failed means its row's events are not in the ledger:
+        // stop before recording anything that depends on them.
+        for p in self.commits.drain(..) {
+            p.wait()?;
+        }
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let mut positions = serde_json::Map::new();
+        for (i, dirty) in self.dirty.iter_mut().enumerate() {
+            if !*dirty {
+                continue;
+            }
+            let sink = self.sinks[i]
+                .as_mut()
+                .ok_or_else(|| EngineError::Internal(format!("sink {i} already finished")))?;
+            let pos = sink.flush_durable().map_err(|SinkIoError(e)| {
+                EngineError::Sink(format!("sink {}: {e}", self.plan.sinks[i].id))
+            })?;
+            positions.insert(
+                self.plan.sinks[i].id.to_string(),
+                serde_json::json!({"bytes": pos.bytes, "rows": pos.rows}),
+            );
+            *dirty = false;
+        }
+        let mut commit = Commit::new();
+        commit
+            .items
+            .extend(self.pending.drain(..).map(attest_ledger::Item::Event));
+        commit.push(Event::Checkpoint {
+            rows_ingested: self.next,
+            note: serde_json::Value::Object(positions).to_string(),
+        });
+        self.run.submit(commit, Durability::Buffered)?;
+        Ok(())
+    }
+
+    /// Flushes, closes every sink and records the artifacts.
+    pub fn finish(mut self) -> Result<SequencerTotals, EngineError> {
+        self.flush()?;
+        let mut artifacts = Vec::new();
+        for (i, sink) in self.sinks.iter_mut().enumerate() {
+            let Some(sink) = sink.take() else { continue };
+            let id = self.plan.sinks[i].id.clone();
+            let info = sink
+                .finish()
+                .map_err(|SinkIoError(e)| EngineError::Sink(format!("sink {id}: {e}")))?;
+            if let Some(a) = info {
+                artifacts.push(Event::ArtifactWritten {
+                    sink: id,
+                    path: a.path,
+                    content_hash: a.content_hash,
+                    size: a.size,
+                    rows: a.rows,
+                });
+            }
+        }
+        if !artifacts.is_empty() {
+            self.run.append(artifacts)?;
+        }
+        Ok(SequencerTotals {
+            written: self.written,
+            failed: self.failed,
+            discarded: self.discarded,
+            quarantined: self.quarantined,
+            released: self.next,
+        })
+    }
+}
+
+pub struct SequencerTotals {
+    pub written: Vec<u64>,
+    pub failed: u64,
+    pub discarded: u64,
+    pub quarantined: u64,
+    pub released: u64,
+}
