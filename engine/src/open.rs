@@ -12,24 +12,13 @@ use attest_ledger::Hash32;
 use std::collections::BTreeMap;
 
 fn schema(s: &config::Schema) -> formats::Schema {
-    let fields = s
-        .fields
-        .iter()
-        .map(|f| {
-            let ty = match f.ty {
-                config::FieldType::Str => formats::FieldType::Str,
-                config::FieldType::Int => formats::FieldType::Int,
-                config::FieldType::Float => formats::FieldType::Float,
-                config::FieldType::Bool => formats::FieldType::Bool,
-                config::FieldType::Any => formats::FieldType::Any,
-            };
-            formats::FieldSpec::new(f.name.clone(), ty, f.optional)
-        })
-        .collect();
-    match s.mode {
-        config::SchemaMode::Fixed => formats::Schema::fixed(fields),
-        config::SchemaMode::Flexible => formats::Schema::flexible(fields),
-        config::SchemaMode::Observed => formats::Schema::observed(),
+    formats::Schema {
+        mode: s.mode,
+        fields: s
+            .fields
+            .iter()
+            .map(|f| formats::FieldSpec::new(f.name.clone(), f.ty, f.optional))
+            .collect(),
     }
 }
 

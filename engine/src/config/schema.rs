@@ -7,46 +7,18 @@ use super::error::{Diagnostics, Loc, Located};
 use super::names::is_identifier;
 use super::yaml::{Kind, Node};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SchemaMode {
-    /// Exactly the declared fields; extras are quarantined (sources) or rejected.
-    Fixed,
-    /// The declared fields, extras kept.
-    Flexible,
-    /// Nothing declared; the data decides.
-    Observed,
-}
+// The schema vocabulary is shared with the formats that apply it: one definition.
+pub use crate::formats::schema::{FieldType, SchemaMode};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FieldType {
-    Str,
-    Int,
-    Float,
-    Bool,
-    Any,
-}
-
-impl FieldType {
-    fn parse(s: &str) -> Option<FieldType> {
-        // Case-sensitive, as in ELSPETH: `Int` is not a type.
-        match s {
-            "str" => Some(FieldType::Str),
-            "int" => Some(FieldType::Int),
-            "float" => Some(FieldType::Float),
-            "bool" => Some(FieldType::Bool),
-            "any" => Some(FieldType::Any),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FieldType::Str => "str",
-            FieldType::Int => "int",
-            FieldType::Float => "float",
-            FieldType::Bool => "bool",
-            FieldType::Any => "any",
-        }
+/// A field type as written in a spec. Case-sensitive, as in ELSPETH: `Int` is not a type.
+fn parse_field_type(s: &str) -> Option<FieldType> {
+    match s {
+        "str" => Some(FieldType::Str),
+        "int" => Some(FieldType::Int),
+        "float" => Some(FieldType::Float),
+        "bool" => Some(FieldType::Bool),
+        "any" => Some(FieldType::Any),
+        _ => None,
     }
 }
 
@@ -280,7 +252,7 @@ fn field_type(text: &str, loc: Loc, d: &mut Diagnostics) -> Option<(FieldType, b
         Some(b) => (b, true),
         None => (text, false),
     };
-    match FieldType::parse(base) {
+    match parse_field_type(base) {
         Some(t) => Some((t, optional)),
         None => {
             d.error(
