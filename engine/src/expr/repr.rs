@@ -6,48 +6,12 @@ use serde_json::Value;
 use super::pyvalue::{number_to_py, PyValue};
 use super::MAX_VALUE_DEPTH;
 
-/// Python `repr(float)`: the shortest digits that read back as the same float, written
-/// in positional notation when the decimal exponent is in [-4, 16) and in scientific
-/// notation otherwise (`1e+16`, `1e-05`), always with a `.0` if there is no fraction.
+/// Python `repr(float)`. One implementation serves gate labels, `str()` in conditions and
+/// the sinks: `formats::python::py_float_repr`, which also breaks exact ties between two
+/// shortest candidates towards the even digit as Python does (a copy here that used Rust's
+/// `{:e}` printed `1000000000000003.25` as `…003.3`; Python prints `…003.2`).
 pub(crate) fn float_repr(f: f64) -> String {
-    if f.is_nan() {
-        return "nan".to_string();
-    }
-    if f.is_infinite() {
-        return if f > 0.0 { "inf" } else { "-inf" }.to_string();
-    }
-    let sign = if f.is_sign_negative() { "-" } else { "" };
-    if f == 0.0 {
-        return format!("{sign}0.0");
-    }
-    // Rust's `{:e}` prints the shortest round-trip digits, the same digits Python picks.
-    let sci = format!("{:e}", f.abs());
-    let (mantissa, exponent) = sci.split_once('e').unwrap_or((sci.as_str(), "0"));
-    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
-    let exponent: i32 = exponent.parse().unwrap_or(0);
-    // Position of the decimal point relative to the digits: value = 0.DIGITS × 10^point.
-    let point = exponent + 1;
-    let n = digits.len() as i32;
-    let body = if (-3..=16).contains(&point) {
-        if point <= 0 {
-            format!("0.{}{digits}", "0".repeat((-point) as usize))
-        } else if point >= n {
-            format!("{digits}{}.0", "0".repeat((point - n) as usize))
-        } else {
-            let (int_part, frac) = digits.split_at(point as usize);
-            format!("{int_part}.{frac}")
-        }
-    } else {
-        let (first, rest) = digits.split_at(1);
-        let frac = if rest.is_empty() {
-            String::new()
-        } else {
-            format!(".{rest}")
-        };
-        let exp_sign = if exponent < 0 { '-' } else { '+' };
-        format!("{first}{frac}e{exp_sign}{:02}", exponent.abs())
-    };
-    format!("{sign}{body}")
+    crate::formats::python::py_float_repr(f)
 }
 
 /// Python `repr(str)`: single quotes unless the text contains a single quote and no double
@@ -253,6 +217,8 @@ mod tests {
         let cases: &[(f64, &str)] = &[
             (1.0, "1.0"),
             (-1.5, "-1.5"),
+            // An exact tie between two shortest candidates goes to the even digit.
+            (1000000000000003.25, "1000000000000003.2"),
             (0.1, "0.1"),
             (0.1 + 0.2, "0.30000000000000004"),
             (1e16, "1e+16"),
