@@ -20,7 +20,8 @@ use super::csv_source::DEFAULT_MAX_RECORD_BYTES;
 use super::python::{py_number_repr, py_repr};
 use super::schema::{Schema, SchemaMode};
 use super::sink::{
-    existing_len, io_error, ArtifactInfo, DurablePoint, HeaderMode, SinkError, SinkFile, WriteMode,
+    existing_len, io_error, restore_before_run, ArtifactInfo, DurablePoint, HeaderMode, SinkError,
+    SinkFile, WriteMode,
 };
 use crate::value::Row;
 
@@ -95,11 +96,7 @@ impl CsvSink {
         let mut sink = CsvSink::new(opts)?;
         let path = sink.opts.path.clone();
         if point.rows == 0 {
-            // Nothing of ours is durable. In write mode the first row truncates anyway; in
-            // append mode restore the file to what it was before this run touched it.
-            if sink.opts.mode == WriteMode::Append && existing_len(&path)? > point.bytes {
-                drop(SinkFile::resume(&path, point.bytes)?);
-            }
+            restore_before_run(&path, sink.opts.mode, point)?;
             return Ok(sink);
         }
         let file = SinkFile::resume(&path, point.bytes)?;

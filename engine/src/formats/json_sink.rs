@@ -16,7 +16,8 @@ use super::json_encode::{encode_value, Indent};
 use super::json_source::JsonFormat;
 use super::schema::Schema;
 use super::sink::{
-    existing_len, ArtifactInfo, DurablePoint, HeaderMode, SinkError, SinkFile, WriteMode,
+    existing_len, restore_before_run, ArtifactInfo, DurablePoint, HeaderMode, SinkError, SinkFile,
+    WriteMode,
 };
 use crate::value::Row;
 
@@ -88,9 +89,7 @@ impl JsonSink {
         let mut sink = JsonSink::new(opts)?;
         let path = sink.opts.path.clone();
         if point.rows == 0 {
-            if sink.opts.mode == WriteMode::Append && existing_len(&path)? > point.bytes {
-                drop(SinkFile::resume(&path, point.bytes)?);
-            }
+            restore_before_run(&path, sink.opts.mode, point)?;
             return Ok(sink);
         }
         let mut file = SinkFile::resume(&path, point.bytes)?;

@@ -323,3 +323,17 @@ pub(crate) fn existing_len(path: &Path) -> Result<u64, SinkError> {
         Err(e) => Err(io_error(path, "stat")(e)),
     }
 }
+
+/// The first step of every sink's resume when none of its own rows are durable yet
+/// (`point.rows == 0`): in write mode the first row truncates anyway; in append mode the
+/// file is cut back to what it was before this run touched it.
+pub(crate) fn restore_before_run(
+    path: &Path,
+    mode: WriteMode,
+    point: DurablePoint,
+) -> Result<(), SinkError> {
+    if mode == WriteMode::Append && existing_len(path)? > point.bytes {
+        drop(SinkFile::resume(path, point.bytes)?);
+    }
+    Ok(())
+}
