@@ -8,7 +8,7 @@ pub mod io;
 mod sequencer;
 pub mod worker;
 
-use crate::plan::{Plan, Target};
+use crate::plan::Plan;
 use attest_ledger::{
     Commit, Durability, Event, FinalStatus, Hash32, Ledger, LedgerError, NodeKind, RunId, RunStart,
 };
@@ -421,15 +421,5 @@ fn read_chunks(
     match failed {
         Some(e) => Err(e),
         None => Ok(()),
-    }
-}
-
-/// Labels an edge for the ledger's topology.
-pub fn target_label(t: &Target) -> &'static str {
-    match t {
-        Target::Node(_) => "continue",
-        Target::Sink { routed: false, .. } => "on_success",
-        Target::Sink { routed: true, .. } => "route",
-        Target::Discard { .. } => "discard",
     }
 }

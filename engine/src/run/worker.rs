@@ -59,7 +59,7 @@ struct Payloads<'a> {
 }
 
 impl Payloads<'_> {
-    fn store_row(&mut self, _commit: &mut Commit, row: &Row) -> Result<Hash32, EngineError> {
+    fn store_row(&mut self, row: &Row) -> Result<Hash32, EngineError> {
         let bytes = attest_ledger::canonical::object_to_canonical_bytes(row)
             .map_err(|e| EngineError::Ledger(e.into()))?;
         let hash = Hash32::of(&bytes);
@@ -184,7 +184,7 @@ fn walk(
                     .ok_or_else(|| EngineError::Internal(format!("plan has no node {i}")))?;
                 let in_hash = match input {
                     Some(h) => h,
-                    None => payloads.store_row(commit, &row)?,
+                    None => payloads.store_row(&row)?,
                 };
                 // A token visits each node of the DAG once; retries (not yet configured
                 // here) would count further attempts.
@@ -205,7 +205,7 @@ fn walk(
                         on_error,
                     } => match plugin.process(&row) {
                         Ok(out) => {
-                            let out_hash = payloads.store_row(commit, &out)?;
+                            let out_hash = payloads.store_row(&out)?;
                             commit.push(Event::StateClosed {
                                 state,
                                 result: StateResult::Completed { output: out_hash },
