@@ -293,6 +293,20 @@ impl Ledger {
     pub fn raw_db(&self) -> &sled::Db {
         &self.store().db
     }
+
+    /// The stored bytes of one projection record, wherever storage keeps it (its own key
+    /// or its row's bucket), for tamper tests and tools.
+    #[doc(hidden)]
+    pub fn raw_projection(&self, run: &RunId, key: &PKey) -> Result<Option<Vec<u8>>> {
+        self.store().proj_bytes(run, key.as_ref())
+    }
+
+    /// Overwrites (or, with `None`, removes) the stored bytes of one projection record,
+    /// bypassing every rule: for tamper tests.
+    #[doc(hidden)]
+    pub fn raw_set_projection(&self, run: &RunId, key: &PKey, bytes: Option<&[u8]>) -> Result<()> {
+        self.store().put_proj_bytes(run, key.as_ref(), bytes)
+    }
 }
 
 /// One run of the ledger. Clone it freely across threads.

@@ -9,6 +9,7 @@
 //!
 //! The on-disk format is specified in `docs/ledger-format.md`.
 
+pub mod bucket;
 pub mod canonical;
 pub mod codec;
 pub mod error;

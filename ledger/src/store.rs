@@ -2,6 +2,7 @@
 //! the payload store, under distinct key prefixes (see `projection::tag`). Keeping them in
 //! one tree is what lets a commit group be one `apply_batch`: atomic, all or nothing.
 
+use crate::bucket;
 use crate::codec;
 use crate::error::{LedgerError, Result};
 use crate::ids::{Hash32, RunId};
@@ -86,10 +87,60 @@ impl Store {
     }
 
     pub fn load_proj(&self, run: &RunId, key: PKeyRef<'_>) -> Result<Option<PVal>> {
-        match self.get_raw(&key.encode(run))? {
+        match self.proj_bytes(run, key)? {
             None => Ok(None),
             Some(bytes) => Ok(Some(codec::decode(&bytes)?)),
         }
+    }
+
+    /// The stored encoding of one projection record, wherever it lives (its own key or its
+    /// row's bucket, see [`bucket`]).
+    pub fn proj_bytes(&self, run: &RunId, key: PKeyRef<'_>) -> Result<Option<Vec<u8>>> {
+        let Some(b) = bucket::bucket_of(key) else {
+            return Ok(self.get_raw(&key.encode(run))?.map(|v| v.to_vec()));
+        };
+        let Some(stored) = self.get_raw(&bucket::bucket_key(run, b))? else {
+            return Ok(None);
+        };
+        let mut suffix = Vec::with_capacity(32);
+        key.encode_suffix(&mut suffix);
+        Ok(bucket::find(&stored, &suffix)?.map(<[u8]>::to_vec))
+    }
+
+    /// Stores raw bytes for one projection record (or removes it), bypassing the rules:
+    /// for tests that tamper with storage.
+    pub fn put_proj_bytes(
+        &self,
+        run: &RunId,
+        key: PKeyRef<'_>,
+        bytes: Option<&[u8]>,
+    ) -> Result<()> {
+        let err = |e| self.storage_err(e);
+        let Some(b) = bucket::bucket_of(key) else {
+            let k = key.encode(run);
+            match bytes {
+                Some(v) => self.db.insert(k, v).map(|_| ()).map_err(err)?,
+                None => self.db.remove(k).map(|_| ()).map_err(err)?,
+            }
+            return Ok(());
+        };
+        let bkey = bucket::bucket_key(run, b);
+        let old = self.get_raw(&bkey)?;
+        let mut suffix = Vec::with_capacity(32);
+        key.encode_suffix(&mut suffix);
+        let mut kept = Vec::new();
+        for e in bucket::entries(old.as_deref().unwrap_or(&[])) {
+            let (s, v) = e?;
+            if s != suffix.as_slice() {
+                kept.push((s.to_vec(), v.to_vec()));
+            }
+        }
+        if let Some(v) = bytes {
+            kept.push((suffix, v.to_vec()));
+            kept.sort();
+        }
+        let merged = bucket::merge(None, &kept)?;
+        self.db.insert(bkey, merged).map(|_| ()).map_err(err)
     }
 
     pub fn payload(&self, hash: &Hash32) -> Result<Option<Vec<u8>>> {

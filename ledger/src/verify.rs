@@ -5,6 +5,7 @@
 //! The first failure is reported with a stable code, the sequence number where there is
 //! one, and what was expected and found.
 
+use crate::bucket;
 use crate::codec;
 use crate::error::{LedgerError, Result};
 use crate::event::Event;
@@ -414,55 +415,99 @@ impl Ledger {
             expected.push((k.encode(run), codec::encode(v)?, k));
         }
         expected.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let mut want = expected.iter().peekable();
-        let mismatch = |what: &str, exp: String, found: String| {
+        let mismatch = |what: String, exp: String, found: String| {
             Some(fail(
                 FailureCode::ProjectionMismatch,
                 None,
                 exp,
                 found,
-                what.to_string(),
+                what,
             ))
         };
-        for item in store.db.scan_prefix(projection::proj_prefix(run)) {
+        // Storage by logical key, each record with the bucket it was found in, so that it
+        // walks in the same order as `expected`.
+        let prefix = projection::proj_prefix(run);
+        let mut stored: Vec<(Vec<u8>, Vec<u8>, Option<u64>)> = Vec::new();
+        for item in store.db.scan_prefix(&prefix) {
             let (key, value) = item.map_err(|e| store.storage_err(e))?;
+            let suffix = &key[prefix.len()..];
+            let Some(b) = bucket::bucket_in_suffix(suffix) else {
+                stored.push((key.to_vec(), value.to_vec(), None));
+                continue;
+            };
+            if value.is_empty() {
+                return Ok(mismatch(
+                    format!("stored row bucket {b} is empty"),
+                    "a bucket holding at least one record".into(),
+                    "an empty bucket".into(),
+                ));
+            }
+            for e in bucket::entries(&value) {
+                match e {
+                    Ok((s, v)) => {
+                        stored.push(([prefix.as_slice(), s].concat(), v.to_vec(), Some(b)))
+                    }
+                    Err(e) => {
+                        return Ok(mismatch(
+                            format!("stored row bucket {b} does not frame"),
+                            "a well-framed bucket".into(),
+                            e.to_string(),
+                        ))
+                    }
+                }
+            }
+        }
+        stored.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut want = expected.iter().peekable();
+        for (key, value, found_in) in &stored {
             report.projections_checked += 1;
             match want.peek() {
-                Some((k, v, pk)) if k.as_slice() == &*key => {
-                    if v.as_slice() != &*value {
-                        let found = codec::decode::<projection::PVal>(&value)
+                Some((k, v, pk)) if k == key => {
+                    if v != value {
+                        let found = codec::decode::<projection::PVal>(value)
                             .map(|d| format!("{d:?}"))
                             .unwrap_or_else(|e| format!("undecodable ({e})"));
                         let exp = codec::decode::<projection::PVal>(v)
                             .map(|d| format!("{d:?}"))
                             .unwrap_or_default();
                         return Ok(mismatch(
-                            &format!("stored projection {pk:?} differs from the rebuilt one"),
+                            format!("stored projection {pk:?} differs from the rebuilt one"),
                             clip(exp),
                             clip(found),
                         ));
                     }
+                    let belongs = bucket::bucket_of(pk.as_ref());
+                    if belongs != *found_in {
+                        let place = |b: Option<u64>| {
+                            b.map_or("its own key".to_string(), |b| format!("row bucket {b}"))
+                        };
+                        return Ok(mismatch(
+                            format!("projection {pk:?} is stored in the wrong place"),
+                            place(belongs),
+                            place(*found_in),
+                        ));
+                    }
                     want.next();
                 }
-                Some((k, _, pk)) if k.as_slice() < &*key => {
+                Some((k, _, pk)) if k < key => {
                     return Ok(mismatch(
-                        &format!("projection {pk:?} is missing from storage"),
+                        format!("projection {pk:?} is missing from storage"),
                         format!("{pk:?}"),
                         "nothing".into(),
                     ));
                 }
                 _ => {
                     return Ok(mismatch(
-                        "storage holds a projection the log does not produce",
+                        "storage holds a projection the log does not produce".into(),
                         "nothing".into(),
-                        String::from_utf8_lossy(&key).replace('\0', "/"),
+                        String::from_utf8_lossy(key).replace('\0', "/"),
                     ));
                 }
             }
         }
         if let Some((_, _, pk)) = want.next() {
             return Ok(mismatch(
-                &format!("projection {pk:?} is missing from storage"),
+                format!("projection {pk:?} is missing from storage"),
                 format!("{pk:?}"),
                 "nothing".into(),
             ));
@@ -479,9 +524,17 @@ struct ProjIndex<'a> {
     /// Every key's encoding less the run's prefix, end to end: one allocation rather than
     /// one per record.
     arena: Vec<u8>,
-    /// `(start, end, value)`: the key is `arena[start..end]`.
-    table: hashbrown::HashTable<(usize, usize, &'a projection::PVal)>,
+    table: hashbrown::HashTable<Entry<'a>>,
     hasher: hashbrown::DefaultHashBuilder,
+}
+
+/// One rebuilt record: its key is `arena[start..end]`, and it belongs in row bucket
+/// `bucket` (`None`: under its own key).
+struct Entry<'a> {
+    start: usize,
+    end: usize,
+    value: &'a projection::PVal,
+    bucket: Option<u64>,
 }
 
 /// What comparing one key range found.
@@ -503,11 +556,15 @@ impl<'a> ProjIndex<'a> {
             k.as_ref().encode_suffix(&mut arena);
             let end = arena.len();
             let h = hasher.hash_one(&arena[start..end]);
-            table.insert_unique(
-                h,
-                (start, end, v),
-                |e: &(usize, usize, &projection::PVal)| hasher.hash_one(&arena[e.0..e.1]),
-            );
+            let entry = Entry {
+                start,
+                end,
+                value: v,
+                bucket: bucket::bucket_of(k.as_ref()),
+            };
+            table.insert_unique(h, entry, |e: &Entry| {
+                hasher.hash_one(&arena[e.start..e.end])
+            });
         }
         ProjIndex {
             prefix: projection::proj_prefix(run),
@@ -521,21 +578,44 @@ impl<'a> ProjIndex<'a> {
         self.table.len()
     }
 
-    fn get(&self, suffix: &[u8]) -> Option<&'a projection::PVal> {
+    fn get(&self, suffix: &[u8]) -> Option<&Entry<'a>> {
         let h = self.hasher.hash_one(suffix);
         self.table
-            .find(h, |e| &self.arena[e.0..e.1] == suffix)
-            .map(|e| e.2)
+            .find(h, |e| &self.arena[e.start..e.end] == suffix)
+    }
+
+    /// Whether the record stored as `value` under `suffix`, found in `bucket`, is the
+    /// rebuilt one in its place.
+    fn matches(
+        &self,
+        suffix: &[u8],
+        value: &[u8],
+        bucket: Option<u64>,
+        buf: &mut Vec<u8>,
+    ) -> Result<bool> {
+        let Some(e) = self.get(suffix) else {
+            return Ok(false);
+        };
+        if e.bucket != bucket {
+            return Ok(false);
+        }
+        buf.clear();
+        codec::encode_into(e.value, buf)?;
+        Ok(buf.as_slice() == value)
     }
 
     /// Cuts the run's projection keys into about [`RANGES`] ranges of similar size, at
     /// keys sampled from the rebuilt ones (the map's order is as good as random).
     fn parts(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
-        let mut sample: Vec<&[u8]> = self
+        // Where each sampled record is stored: its bucket's key or its own.
+        let mut sample: Vec<Vec<u8>> = self
             .table
             .iter()
             .take(64 * RANGES)
-            .map(|e| &self.arena[e.0..e.1])
+            .map(|e| match e.bucket {
+                Some(b) => [&[bucket::BUCKET_KIND][..], &b.to_be_bytes()].concat(),
+                None => self.arena[e.start..e.end].to_vec(),
+            })
             .collect();
         sample.sort_unstable();
         let full = |suffix: &[u8]| [self.prefix.as_slice(), suffix].concat();
@@ -568,22 +648,36 @@ impl<'a> ProjIndex<'a> {
             matched: 0,
             equal: true,
         };
-        for item in store.db.range(from..to) {
+        'keys: for item in store.db.range(from..to) {
             let (key, value) = item.map_err(|e| store.storage_err(e))?;
-            let found = key
-                .strip_prefix(self.prefix.as_slice())
-                .and_then(|suffix| self.get(suffix));
-            let Some(v) = found else {
+            let Some(suffix) = key.strip_prefix(self.prefix.as_slice()) else {
                 result.equal = false;
                 break;
             };
-            buf.clear();
-            codec::encode_into(v, &mut buf)?;
-            if buf.as_slice() != &*value {
+            let Some(b) = bucket::bucket_in_suffix(suffix) else {
+                if !self.matches(suffix, &value, None, &mut buf)? {
+                    result.equal = false;
+                    break;
+                }
+                result.matched += 1;
+                continue;
+            };
+            // A bucket is never written empty.
+            if value.is_empty() {
                 result.equal = false;
                 break;
             }
-            result.matched += 1;
+            for e in bucket::entries(&value) {
+                let matched = match e {
+                    Ok((s, v)) => self.matches(s, v, Some(b), &mut buf)?,
+                    Err(_) => false,
+                };
+                if !matched {
+                    result.equal = false;
+                    break 'keys;
+                }
+                result.matched += 1;
+            }
         }
         Ok(result)
     }
@@ -998,57 +1092,90 @@ mod tests {
         let opts = VerifyOptions::default();
         let report = ledger.verify(&run, &opts).unwrap();
         assert!(report.ok(), "{:?}", report.failure);
-        let stored = ledger
-            .raw_db()
-            .scan_prefix(projection::proj_prefix(&run))
-            .count() as u64;
-        assert_eq!(report.projections_checked, stored);
+        let db = ledger.raw_db();
+        let prefix = projection::proj_prefix(&run);
+        let snapshot: Vec<(sled::IVec, sled::IVec)> =
+            db.scan_prefix(&prefix).map(|kv| kv.unwrap()).collect();
+        let logical: usize = snapshot
+            .iter()
+            .map(
+                |(k, v)| match bucket::bucket_in_suffix(&k[prefix.len()..]) {
+                    Some(_) => bucket::entries(v).count(),
+                    None => 1,
+                },
+            )
+            .sum();
+        assert_eq!(report.projections_checked, logical as u64);
+        assert!(snapshot.len() * 10 < logical, "rows share buckets");
         assert_eq!(report.payloads_checked, 2001);
 
-        let db = ledger.raw_db();
-        let token = PKey::Token(TokenId::for_row(1234)).encode(&run);
-        let row = PKey::Row(777).encode(&run);
-        let original = db.get(&token).unwrap().unwrap();
-        let mut edited = original.to_vec();
+        let token = PKey::Token(TokenId::for_row(1234));
+        let original = ledger.raw_projection(&run, &token).unwrap().unwrap();
+        let mut edited = original.clone();
         *edited.last_mut().unwrap() ^= 1;
-        let extra = PKey::Row(5000).encode(&run);
+        let bucket0 = bucket::bucket_key(&run, 0);
+        let set = |k: &PKey, v: Option<&[u8]>| ledger.raw_set_projection(&run, k, v).unwrap();
         type Step<'a> = Box<dyn Fn() + 'a>;
-        let cases: Vec<(&str, Step, Step)> = vec![
+        let cases: Vec<(&str, Step)> = vec![
+            ("edited", Box::new(|| set(&token, Some(&edited)))),
+            ("deleted", Box::new(|| set(&PKey::Row(777), None))),
             (
-                "edited",
+                "added to a new bucket",
+                Box::new(|| set(&PKey::Row(50_000), Some(b"x"))),
+            ),
+            (
+                "added to a bucket",
+                Box::new(|| set(&PKey::Row(1), Some(&original))),
+            ),
+            (
+                "added under its own key",
                 Box::new(|| {
-                    db.insert(&token, edited.clone()).unwrap();
-                }),
-                Box::new(|| {
-                    db.insert(&token, original.clone()).unwrap();
+                    db.insert(
+                        PKey::Node(NodeId::new("zz").unwrap()).encode(&run),
+                        &b"x"[..],
+                    )
+                    .unwrap();
                 }),
             ),
             (
-                "deleted",
+                "moved out of its bucket",
                 Box::new(|| {
-                    db.remove(&row).unwrap();
+                    set(&token, None);
+                    db.insert(token.encode(&run), original.clone()).unwrap();
                 }),
-                Box::new(|| {}),
             ),
             (
-                "added",
+                "stored twice",
                 Box::new(|| {
-                    db.insert(&extra, &b"x"[..]).unwrap();
+                    db.insert(token.encode(&run), original.clone()).unwrap();
                 }),
+            ),
+            (
+                "bucket emptied",
                 Box::new(|| {
-                    db.remove(&extra).unwrap();
+                    db.insert(&bucket0, &b""[..]).unwrap();
+                }),
+            ),
+            (
+                "bucket truncated",
+                Box::new(|| {
+                    let v = db.get(&bucket0).unwrap().unwrap();
+                    db.insert(&bucket0, &v[..v.len() - 3]).unwrap();
                 }),
             ),
         ];
-        let row_value = db.get(&row).unwrap().unwrap();
-        for (what, tamper, undo) in &cases {
+        for (what, tamper) in &cases {
             tamper();
             let report = ledger.verify(&run, &opts).unwrap();
             let failure = report.failure.expect(what);
             assert_eq!(failure.code, FailureCode::ProjectionMismatch, "{what}");
             assert_eq!(report.payloads_checked, 0, "{what}");
-            undo();
-            db.insert(&row, row_value.clone()).unwrap();
+            for kv in db.scan_prefix(&prefix) {
+                db.remove(kv.unwrap().0).unwrap();
+            }
+            for (k, v) in &snapshot {
+                db.insert(k, v).unwrap();
+            }
             assert!(ledger.verify(&run, &opts).unwrap().ok(), "{what} undone");
         }
     }

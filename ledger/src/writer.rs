@@ -7,6 +7,7 @@
 //! durability. A command whose events break a rule is answered with the violation and
 //! leaves no trace; the others in its group are unaffected.
 
+use crate::bucket;
 use crate::codec;
 use crate::error::{violation, LedgerError, Result, Rule};
 use crate::event::Event;
@@ -16,6 +17,7 @@ use crate::rules::{self, Proj, TxProj};
 use crate::store::Store;
 use crossbeam_channel::{Receiver, Sender};
 use hashbrown::{HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// Most commands folded into one commit group.
@@ -283,12 +285,29 @@ impl Writer {
                 batch.insert(projection::run_index_key(run), Vec::new());
             }
             let cache = self.cache.get(run);
+            // Records that live in row buckets, by bucket: each bucket touched is read
+            // once, merged with its changed records and written whole.
+            let mut buckets: BTreeMap<u64, Vec<bucket::Entry>> = BTreeMap::new();
             for k in &gr.dirty {
                 let v = cache
                     .and_then(|c| c.get(k))
                     .ok_or_else(|| format!("changed projection {k:?} left the cache"))?;
                 let bytes = codec::encode(v).map_err(|e| e.to_string())?;
-                batch.insert(k.encode(run), bytes);
+                match bucket::bucket_of(k.as_ref()) {
+                    None => batch.insert(k.encode(run), bytes),
+                    Some(b) => {
+                        let mut suffix = Vec::with_capacity(24);
+                        k.as_ref().encode_suffix(&mut suffix);
+                        buckets.entry(b).or_default().push((suffix, bytes));
+                    }
+                }
+            }
+            for (b, mut changes) in buckets {
+                changes.sort_unstable_by(|x, y| x.0.cmp(&y.0));
+                let key = bucket::bucket_key(run, b);
+                let old = self.store.get_raw(&key).map_err(|e| e.to_string())?;
+                let merged = bucket::merge(old.as_deref(), &changes).map_err(|e| e.to_string())?;
+                batch.insert(key, merged);
             }
             any = true;
         }

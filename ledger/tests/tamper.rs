@@ -331,7 +331,8 @@ fn rebuild_projections(ledger: &Ledger) {
         db.remove(kv.unwrap().0).unwrap();
     }
     for (k, v) in &mem.map {
-        db.insert(k.encode(run), codec::encode(v).unwrap()).unwrap();
+        let bytes = codec::encode(v).unwrap();
+        ledger.raw_set_projection(run, k, Some(&bytes)).unwrap();
     }
 }
 
@@ -560,9 +561,9 @@ fn an_edited_projection_is_a_mismatch() {
         }),
         t.terminal.as_ref().map_or(0, |(_, s)| *s),
     ));
+    let bytes = codec::encode(&PVal::Token(t)).unwrap();
     c.ledger
-        .raw_db()
-        .insert(key.encode(run), codec::encode(&PVal::Token(t)).unwrap())
+        .raw_set_projection(run, &key, Some(&bytes))
         .unwrap();
     assert_eq!(
         failure(&c.ledger, &plain()),
@@ -571,16 +572,22 @@ fn an_edited_projection_is_a_mismatch() {
 
     // One raw byte of a call record.
     let c = copy();
-    let db = c.ledger.raw_db();
-    let (k, v) = db
-        .scan_prefix(projection::proj_prefix(run))
-        .map(|kv| kv.unwrap())
-        .find(|(k, _)| k[projection::proj_prefix(run).len()] == b'C')
+    let call = fixture()
+        .log
+        .iter()
+        .find_map(|e| match &e.event {
+            Event::CallAllocated { state, index, .. } => Some(PKey::Call(state.clone(), *index)),
+            _ => None,
+        })
+        .expect("the fixture makes a call");
+    let mut v = c
+        .ledger
+        .raw_projection(run, &call)
+        .unwrap()
         .expect("a stored call record");
-    let mut v = v.to_vec();
     let last = v.len() - 1;
     v[last] ^= 0x01;
-    db.insert(k, v).unwrap();
+    c.ledger.raw_set_projection(run, &call, Some(&v)).unwrap();
     assert_eq!(
         failure(&c.ledger, &plain()),
         (FailureCode::ProjectionMismatch, None)
@@ -591,21 +598,22 @@ fn an_edited_projection_is_a_mismatch() {
 fn a_deleted_or_added_projection_is_a_mismatch() {
     let run = &fixture().run;
     let c = copy();
-    let key = PKey::Row(2).encode(run);
-    assert!(c.ledger.raw_db().remove(key).unwrap().is_some());
+    let key = PKey::Row(2);
+    assert!(c.ledger.raw_projection(run, &key).unwrap().is_some());
+    c.ledger.raw_set_projection(run, &key, None).unwrap();
     assert_eq!(
         failure(&c.ledger, &plain()),
         (FailureCode::ProjectionMismatch, None)
     );
 
     let c = copy();
-    let key = PKey::Token(TokenId::new("t99").unwrap()).encode(run);
+    let key = PKey::Token(TokenId::new("t99").unwrap());
     let Some(PVal::Token(t)) = proj(&c.ledger, run, &PKey::Token(TokenId::for_row(0))) else {
         panic!("token t0 has a record")
     };
+    let bytes = codec::encode(&PVal::Token(t)).unwrap();
     c.ledger
-        .raw_db()
-        .insert(key, codec::encode(&PVal::Token(t)).unwrap())
+        .raw_set_projection(run, &key, Some(&bytes))
         .unwrap();
     assert_eq!(
         failure(&c.ledger, &plain()),

@@ -59,8 +59,7 @@ pub fn snapshot(ledger: &Ledger) -> Vec<(Vec<u8>, Vec<u8>)> {
 /// One stored projection value.
 pub fn proj(ledger: &Ledger, run: &RunId, key: &PKey) -> Option<PVal> {
     ledger
-        .raw_db()
-        .get(key.encode(run))
+        .raw_projection(run, key)
         .expect("read sled")
         .map(|v| codec::decode(&v).expect("projection decodes"))
 }
