@@ -11,8 +11,8 @@ use crate::event::{CallOutcome, Event, StateResult};
 use crate::ids::{Hash32, NodeId, RunId, StateId, Subject, TokenId};
 use crate::projection::{PKey, RunRec};
 use crate::store::Store;
-use crate::writer::{Cmd, Durability, Item, Receipt, Writer};
-use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
+use crate::writer::{self, Cmd, Durability, Item, Receipt};
+use crossbeam_channel::{bounded, Receiver, Sender};
 use serde_json::Value;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -112,12 +112,7 @@ impl Ledger {
     /// Opens with sled's node cache bounded to `cache_bytes`.
     pub fn open_with_cache(dir: impl AsRef<Path>, cache_bytes: u64) -> Result<Ledger> {
         let store = Arc::new(Store::open(dir.as_ref(), cache_bytes)?);
-        let (tx, rx) = unbounded();
-        let writer = Writer::new(store.clone());
-        let handle = std::thread::Builder::new()
-            .name("attest-ledger-writer".into())
-            .spawn(move || writer.run(rx))
-            .map_err(|e| store.storage_err(e))?;
+        let (tx, handle) = writer::spawn(store.clone())?;
         Ok(Ledger {
             inner: Arc::new(Inner {
                 store,

@@ -70,18 +70,24 @@ impl<'a> TxProj<'a> {
             changes: HashMap::new(),
         }
     }
-    /// As [`TxProj::new`], with room for about `records` changed records, so a large
-    /// commit does not rehash its changes as they grow.
-    pub fn with_capacity(base: &'a mut dyn Proj, records: usize) -> Self {
+    /// As [`TxProj::new`], keeping its changes in `spare` (emptied first) with room for
+    /// about `records` of them: a caller that commits many transactions hands back the
+    /// map [`TxProj::commit`] returns, so a large commit neither allocates a table nor
+    /// rehashes it as its changes grow.
+    pub fn reusing(base: &'a mut dyn Proj, mut spare: HashMap<PKey, PVal>, records: usize) -> Self {
+        spare.clear();
+        spare.reserve(records);
         TxProj {
             base,
-            changes: HashMap::with_capacity(records),
+            changes: spare,
         }
     }
-    pub fn commit(self) {
-        for (k, v) in self.changes {
+    /// Writes the changes to the base; returns the emptied map for [`TxProj::reusing`].
+    pub fn commit(mut self) -> HashMap<PKey, PVal> {
+        for (k, v) in self.changes.drain() {
             self.base.put(k, v);
         }
+        self.changes
     }
 }
 

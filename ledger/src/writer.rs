@@ -1,11 +1,20 @@
 //! The single writer: every append from every thread is ordered here.
 //!
-//! Callers send commands over a channel; the writer drains whatever is waiting (a commit
-//! group), applies each command's events through the integrity rules in its own
-//! transaction, and writes the group — log segment, changed projections and payloads — in
-//! one sled batch. One fsync then serves every command in the group that asked for
-//! durability. A command whose events break a rule is answered with the violation and
-//! leaves no trace; the others in its group are unaffected.
+//! Callers send commands over a channel. The writer works in two stages, each on its own
+//! thread, so that checking one commit group overlaps with storing the one before:
+//!
+//! 1. **Preparing** (`attest-ledger-writer`): drains whatever is waiting (a commit group),
+//!    applies each command's events through the integrity rules in its own transaction,
+//!    and builds the group's sled batch — log segments, changed projections, payloads.
+//! 2. **Storing** (`attest-ledger-store`): merges the group's changed records into their
+//!    row buckets, writes the group in one sled batch, and makes it durable with one
+//!    fsync when any command in it asked for that. Only then are the group's commands
+//!    answered.
+//!
+//! A command whose events break a rule is answered with the violation and leaves no
+//! trace; the others in its group are unaffected. If storing a group fails, every group
+//! prepared on top of it fails too (their checks assumed it was stored), and the
+//! preparing stage starts again from what storage holds.
 
 use crate::bucket;
 use crate::codec;
@@ -15,10 +24,12 @@ use crate::ids::{Hash32, NodeId, RunId, StateId, Subject, TokenId};
 use crate::projection::{self, PKey, PKeyRef, PVal, StateRec};
 use crate::rules::{self, Proj, TxProj};
 use crate::store::Store;
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{bounded, Receiver, Sender};
 use hashbrown::{HashMap, HashSet};
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 
 /// Most commands folded into one commit group.
 const MAX_GROUP: usize = 4096;
@@ -88,9 +99,82 @@ pub(crate) enum Cmd {
 /// the current group's changes are made (and from which they are written).
 type RunCache = HashMap<PKey, PVal>;
 
+/// The preparing stage.
 pub(crate) struct Writer {
     store: Arc<Store>,
     cache: HashMap<RunId, RunCache>,
+    to_store: Sender<StoreCmd>,
+    /// Set by the storing stage when a group failed to store.
+    store_failed: Arc<AtomicBool>,
+    /// The change map of the last committed transaction, kept for the next.
+    spare: HashMap<PKey, PVal>,
+}
+
+/// Groups prepared ahead of the storing stage: enough to keep both stages busy, few
+/// enough to bound the memory held in prepared batches.
+const PREPARED_AHEAD: usize = 2;
+
+/// What the preparing stage hands the storing stage.
+enum StoreCmd {
+    Write(Prepared),
+    /// Answered once every group sent before it is stored.
+    Sync(Sender<()>),
+    /// The preparing stage has dropped everything it built on a failed group: groups
+    /// after this one are stored again.
+    Reset,
+}
+
+/// A commit group, checked and encoded, waiting to be stored.
+struct Prepared {
+    batch: sled::Batch,
+    /// Changed records of row buckets, by bucket key, each list sorted by suffix.
+    buckets: Vec<(Vec<u8>, Vec<bucket::Entry>)>,
+    durable: bool,
+    replies: Vec<Reply>,
+}
+
+/// The storing stage.
+struct Storer {
+    store: Arc<Store>,
+    failed: Arc<AtomicBool>,
+    /// Why the last group failed, until the preparing stage resets: groups prepared
+    /// after it were checked against state that was never stored.
+    poisoned: Option<String>,
+}
+
+/// Starts the writer's two threads; commands sent on the returned channel are applied
+/// in order. The handle's thread ends, after storing everything, once every sender is
+/// dropped.
+pub(crate) fn spawn(store: Arc<Store>) -> Result<(Sender<Cmd>, JoinHandle<()>)> {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let (to_store, store_rx) = bounded(PREPARED_AHEAD);
+    let failed = Arc::new(AtomicBool::new(false));
+    let storer = Storer {
+        store: store.clone(),
+        failed: failed.clone(),
+        poisoned: None,
+    };
+    let storing = std::thread::Builder::new()
+        .name("attest-ledger-store".into())
+        .spawn(move || storer.run(store_rx))
+        .map_err(|e| store.storage_err(e))?;
+    let writer = Writer {
+        store: store.clone(),
+        cache: HashMap::new(),
+        to_store,
+        store_failed: failed,
+        spare: HashMap::new(),
+    };
+    let preparing = std::thread::Builder::new()
+        .name("attest-ledger-writer".into())
+        .spawn(move || {
+            writer.run(rx);
+            // `run` dropped the storing stage's channel: it ends once it has stored
+            // what it holds.
+            let _ = storing.join();
+        })
+        .map_err(|e| store.storage_err(e))?;
+    Ok((tx, preparing))
 }
 
 /// A run's part of the current group.
@@ -170,15 +254,8 @@ enum Reply {
 }
 
 impl Writer {
-    pub(crate) fn new(store: Arc<Store>) -> Writer {
-        Writer {
-            store,
-            cache: HashMap::new(),
-        }
-    }
-
     /// Runs until every sender is dropped.
-    pub(crate) fn run(mut self, rx: Receiver<Cmd>) {
+    fn run(mut self, rx: Receiver<Cmd>) {
         while let Ok(first) = rx.recv() {
             let mut cmds = vec![first];
             while cmds.len() < MAX_GROUP {
@@ -192,6 +269,12 @@ impl Writer {
     }
 
     fn process_group(&mut self, cmds: Vec<Cmd>) {
+        if self.store_failed.swap(false, Ordering::AcqRel) {
+            // The cache holds changes of groups that were never stored: start again
+            // from storage, and tell the storing stage that what follows is sound.
+            self.cache.clear();
+            let _ = self.to_store.send(StoreCmd::Reset);
+        }
         let mut group = Group::default();
         for cmd in cmds {
             match cmd {
@@ -200,9 +283,10 @@ impl Writer {
                     group.replies.push(Reply::Flush(reply));
                 }
                 Cmd::ClearCache { reply } => {
-                    // The commands before it changed the cache and are not written yet:
-                    // write them first, so that clearing loses nothing of theirs.
-                    self.finish_group(std::mem::take(&mut group));
+                    // The commands before it changed the cache and are not stored yet:
+                    // store them first, so that clearing loses nothing of theirs.
+                    self.send_group(std::mem::take(&mut group));
+                    self.sync();
                     self.cache.clear();
                     let _ = reply.send(());
                 }
@@ -215,7 +299,7 @@ impl Writer {
                 } => {
                     let gr = group.runs.entry(run.clone()).or_default();
                     let cache = self.cache.entry(run.clone()).or_default();
-                    let result = apply_commit(&self.store, &run, cache, gr, items);
+                    let result = apply_commit(&self.store, &run, cache, gr, items, &mut self.spare);
                     if result.is_ok() {
                         group.payloads.extend(payloads);
                         group.durable |= durability == Durability::Flushed;
@@ -224,56 +308,66 @@ impl Writer {
                 }
             }
         }
-        self.finish_group(group);
+        self.send_group(group);
+        let cached: usize = self.cache.values().map(|c| c.len()).sum();
+        if cached > CACHE_LIMIT {
+            // Records leaving the cache must be readable from storage: wait until every
+            // group that changed them is stored.
+            self.sync();
+            self.cache.clear();
+        }
     }
 
-    /// Writes the group and answers its commands.
-    fn finish_group(&mut self, mut group: Group) {
+    /// Waits until the storing stage has stored every group sent so far.
+    fn sync(&self) {
+        let (tx, rx) = bounded(1);
+        if self.to_store.send(StoreCmd::Sync(tx)).is_ok() {
+            let _ = rx.recv();
+        }
+    }
+
+    /// Encodes the group and hands it to the storing stage, which answers its commands.
+    fn send_group(&mut self, mut group: Group) {
         if group.replies.is_empty() {
             return;
         }
-        let written = self.write_group(&mut group);
-        match written {
-            Ok(()) => {
-                let cached: usize = self.cache.values().map(|c| c.len()).sum();
-                if cached > CACHE_LIMIT {
-                    self.cache.clear();
-                }
-            }
-            Err(_) => {
-                // Storage refused the batch: nothing of it is there, but the cache holds
-                // its changes; forget them.
+        let prepared = match self.prepare(&mut group) {
+            Ok((batch, buckets)) => Prepared {
+                batch,
+                buckets,
+                durable: group.durable,
+                replies: group.replies,
+            },
+            Err(e) => {
+                // Nothing of the group is stored, but the cache holds its changes:
+                // start again from storage once the groups before it are stored.
+                self.sync();
                 self.cache.clear();
+                answer(&self.store, group.replies, &Err(e));
+                return;
             }
-        }
-        for reply in group.replies {
-            match reply {
-                Reply::Commit(tx, result) => {
-                    let result = match (&written, result) {
-                        (Err(e), Ok(_)) => Err(self.store.storage_err(e)),
-                        (_, r) => r,
-                    };
-                    let _ = tx.send(result);
-                }
-                Reply::Flush(tx) => {
-                    let _ = tx.send(
-                        written
-                            .as_ref()
-                            .map(|_| ())
-                            .map_err(|e| self.store.storage_err(e)),
-                    );
-                }
+        };
+        if let Err(e) = self.to_store.send(StoreCmd::Write(prepared)) {
+            // The storing stage is gone (it panicked): nothing more can be stored.
+            if let StoreCmd::Write(p) = e.into_inner() {
+                let gone = Err("the ledger's storing thread has ended".to_string());
+                answer(&self.store, p.replies, &gone);
             }
         }
     }
 
-    fn write_group(&self, group: &mut Group) -> Result<(), String> {
+    /// The group's sled batch, and its changed bucket records for the storing stage to
+    /// merge (only it reads buckets, so it always merges into what is stored).
+    #[allow(clippy::type_complexity)]
+    fn prepare(
+        &self,
+        group: &mut Group,
+    ) -> Result<(sled::Batch, Vec<(Vec<u8>, Vec<bucket::Entry>)>), String> {
         let mut batch = sled::Batch::default();
-        let mut any = false;
+        let mut bucket_writes = Vec::new();
         for bytes in std::mem::take(&mut group.payloads) {
             let hash = Hash32::of(&bytes);
             batch.insert(projection::payload_key(&hash), bytes);
-            any = true;
         }
         for (run, gr) in group.runs.iter_mut() {
             let Some(first) = gr.first_seq else { continue };
@@ -285,8 +379,7 @@ impl Writer {
                 batch.insert(projection::run_index_key(run), Vec::new());
             }
             let cache = self.cache.get(run);
-            // Records that live in row buckets, by bucket: each bucket touched is read
-            // once, merged with its changed records and written whole.
+            // Records that live in row buckets, by bucket.
             let mut buckets: BTreeMap<u64, Vec<bucket::Entry>> = BTreeMap::new();
             for k in &gr.dirty {
                 let v = cache
@@ -304,23 +397,85 @@ impl Writer {
             }
             for (b, mut changes) in buckets {
                 changes.sort_unstable_by(|x, y| x.0.cmp(&y.0));
-                let key = bucket::bucket_key(run, b);
-                let old = self.store.get_raw(&key).map_err(|e| e.to_string())?;
-                let merged = bucket::merge(old.as_deref(), &changes).map_err(|e| e.to_string())?;
-                batch.insert(key, merged);
+                bucket_writes.push((bucket::bucket_key(run, b), changes));
             }
-            any = true;
         }
-        if any {
-            self.store
-                .db
-                .apply_batch(batch)
-                .map_err(|e| e.to_string())?;
+        Ok((batch, bucket_writes))
+    }
+}
+
+impl Storer {
+    fn run(mut self, rx: Receiver<StoreCmd>) {
+        for cmd in rx {
+            match cmd {
+                StoreCmd::Write(p) => self.write(p),
+                StoreCmd::Sync(reply) => {
+                    let _ = reply.send(());
+                }
+                StoreCmd::Reset => self.poisoned = None,
+            }
         }
-        if group.durable {
+    }
+
+    fn write(&mut self, p: Prepared) {
+        let written = match &self.poisoned {
+            Some(why) => Err(format!(
+                "an earlier commit group this one depends on was not stored ({why})"
+            )),
+            None => self.store_group(p.batch, p.buckets, p.durable),
+        };
+        if let Err(e) = &written {
+            if self.poisoned.is_none() {
+                self.poisoned = Some(e.clone());
+                self.failed.store(true, Ordering::Release);
+            }
+        }
+        answer(&self.store, p.replies, &written);
+    }
+
+    fn store_group(
+        &self,
+        mut batch: sled::Batch,
+        buckets: Vec<(Vec<u8>, Vec<bucket::Entry>)>,
+        durable: bool,
+    ) -> Result<(), String> {
+        #[cfg(test)]
+        if tests::take_fault(&self.store.path) {
+            // Slow as well as failing, so that groups are prepared behind this one.
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            return Err("injected storage failure".into());
+        }
+        for (key, changes) in buckets {
+            let old = self.store.get_raw(&key).map_err(|e| e.to_string())?;
+            let merged = bucket::merge(old.as_deref(), &changes).map_err(|e| e.to_string())?;
+            batch.insert(key, merged);
+        }
+        self.store
+            .db
+            .apply_batch(batch)
+            .map_err(|e| e.to_string())?;
+        if durable {
             self.store.db.flush().map_err(|e| e.to_string())?;
         }
         Ok(())
+    }
+}
+
+/// Answers a group's commands once it is stored (or failed to be).
+fn answer(store: &Store, replies: Vec<Reply>, written: &Result<(), String>) {
+    for reply in replies {
+        match reply {
+            Reply::Commit(tx, result) => {
+                let result = match (written, result) {
+                    (Err(e), Ok(_)) => Err(store.storage_err(e)),
+                    (_, r) => r,
+                };
+                let _ = tx.send(result);
+            }
+            Reply::Flush(tx) => {
+                let _ = tx.send(written.clone().map_err(|e| store.storage_err(e)));
+            }
+        }
     }
 }
 
@@ -331,6 +486,7 @@ fn apply_commit(
     cache: &mut RunCache,
     gr: &mut GroupRun,
     items: Vec<Item>,
+    spare: &mut HashMap<PKey, PVal>,
 ) -> Result<Receipt> {
     let mut base = GroupProj {
         run,
@@ -339,7 +495,7 @@ fn apply_commit(
         store,
     };
     // A pipeline-shaped commit changes about one record per two events.
-    let mut tx = TxProj::with_capacity(&mut base, items.len() / 2 + 4);
+    let mut tx = TxProj::reusing(&mut base, std::mem::take(spare), items.len() / 2 + 4);
     let mut segment = Vec::new();
     let mut receipt = Receipt {
         first_seq: 0,
@@ -379,7 +535,7 @@ fn apply_commit(
             "a commit needs at least one event",
         ));
     }
-    tx.commit();
+    *spare = tx.commit();
     gr.first_seq.get_or_insert(receipt.first_seq);
     gr.segment.extend_from_slice(&segment);
     gr.started |= started;
@@ -461,5 +617,116 @@ fn subject_states<'p>(p: &'p mut dyn Proj, subject: &Subject) -> Result<&'p [Sta
             ))),
             None => Err(missing("batch", b)),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{NodeKind, Outcome, SinkWrite};
+    use crate::ledger::{Commit, Ledger, RunStart};
+    use std::path::{Path, PathBuf};
+    use std::sync::Mutex;
+
+    /// Ledgers (by path) whose next stored group fails, as a full disk would.
+    static FAULTS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+    pub(super) fn take_fault(path: &Path) -> bool {
+        let mut faults = FAULTS.lock().unwrap_or_else(|p| p.into_inner());
+        match faults.iter().position(|p| p == path) {
+            Some(i) => {
+                faults.swap_remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn node(s: &str) -> NodeId {
+        NodeId::new(s).unwrap()
+    }
+
+    fn row(r: u64) -> Commit {
+        let mut c = Commit::new();
+        let payload = c.payload(format!("row {r}").into_bytes());
+        c.push(Event::RowIngested {
+            row: r,
+            source: node("src"),
+            payload,
+        });
+        c
+    }
+
+    /// A group that fails to store takes with it every group checked against it, and the
+    /// writer then carries on from what storage holds: nothing is recorded that was
+    /// refused, nothing recorded is lost, and the run verifies.
+    #[test]
+    fn a_failed_store_fails_what_depends_on_it_and_the_writer_recovers() {
+        for round in 0..10 {
+            let dir = tempfile::tempdir().unwrap();
+            let ledger = Ledger::open(dir.path()).unwrap();
+            let run = ledger
+                .start_run(RunStart {
+                    config: b"cfg".to_vec(),
+                    engine_version: "test".into(),
+                    started_at_ms: 1,
+                })
+                .unwrap();
+            run.append(vec![
+                Event::NodeRegistered {
+                    node: node("src"),
+                    kind: NodeKind::Source,
+                    plugin: "csv".into(),
+                    config_hash: Hash32::ZERO,
+                },
+                Event::NodeRegistered {
+                    node: node("out"),
+                    kind: NodeKind::Sink,
+                    plugin: "csv".into(),
+                    config_hash: Hash32::ZERO,
+                },
+            ])
+            .unwrap();
+            run.submit(row(0), Durability::Flushed).unwrap();
+            FAULTS.lock().unwrap().push(ledger.path().to_path_buf());
+            // Row 1's group fails; rows 2.. were checked against row 1 (in its group or
+            // in groups prepared behind it) or, once the writer has started again, are
+            // refused because row 1 is missing.
+            let pending: Vec<_> = (1..6)
+                .map(|r| {
+                    let p = run.submit_nowait(row(r), Durability::Buffered).unwrap();
+                    // Apart, so that most land in groups of their own.
+                    std::thread::sleep(std::time::Duration::from_millis(3));
+                    p
+                })
+                .collect();
+            for (i, p) in pending.into_iter().enumerate() {
+                assert!(
+                    p.wait().is_err(),
+                    "round {round}: row {} was accepted",
+                    i + 1
+                );
+            }
+            for r in 1..4 {
+                run.submit(row(r), Durability::Buffered).unwrap();
+            }
+            let mut c = Commit::new();
+            for r in 0..4 {
+                c.push(Event::TokenOutcome {
+                    token: TokenId::for_row(r),
+                    outcome: Outcome::Completed {
+                        write: SinkWrite {
+                            sink: node("out"),
+                            ordinal: r,
+                        },
+                    },
+                });
+            }
+            run.submit(c, Durability::Flushed).unwrap();
+            let rec = ledger.run_record(run.id()).unwrap().unwrap();
+            assert_eq!(rec.rows, 4, "round {round}");
+            let report = ledger.verify(run.id(), &Default::default()).unwrap();
+            assert!(report.ok(), "round {round}: {:?}", report.failure);
+        }
     }
 }
