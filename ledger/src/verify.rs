@@ -156,6 +156,15 @@ fn referenced_payloads(event: &Event, out: &mut Vec<Hash32>) {
     }
 }
 
+/// Frees a walk's rebuilt projections on a thread of their own: for a run of a million
+/// events that is about a sixth of a verification's time, and the answer need not wait.
+fn dispose(walk: Walk) {
+    // If no thread can be started, the closure and the walk are dropped here instead.
+    let _ = std::thread::Builder::new()
+        .name("attest-verify-free".into())
+        .spawn(move || drop(walk));
+}
+
 struct Walk {
     events: u64,
     last_hash: Hash32,
@@ -240,6 +249,20 @@ impl Ledger {
                 return Ok(report);
             }
         };
+        let checked = self.check_walk(run, opts, &walk, &mut report);
+        dispose(walk);
+        checked.map(|()| report)
+    }
+
+    /// Everything verification checks after the log walk: the outside head, the stored
+    /// projections against the rebuilt ones, and the payloads.
+    fn check_walk(
+        &self,
+        run: &RunId,
+        opts: &VerifyOptions,
+        walk: &Walk,
+        report: &mut VerifyReport,
+    ) -> Result<()> {
         report.events = walk.events;
         report.head = Some(Head {
             count: walk.events,
@@ -248,7 +271,7 @@ impl Ledger {
         if let Some(expected) = opts.expected_head {
             if let Some(f) = check_head(&walk, expected) {
                 report.failure = Some(f);
-                return Ok(report);
+                return Ok(());
             }
         }
         let store = self.store();
@@ -292,14 +315,14 @@ impl Ledger {
         }
         if equal && matched == index.len() as u64 {
             report.projections_checked = matched;
-        } else if let Some(f) = self.describe_projection_mismatch(run, &walk.proj, &mut report)? {
+        } else if let Some(f) = self.describe_projection_mismatch(run, &walk.proj, report)? {
             report.failure = Some(f);
-            return Ok(report);
+            return Ok(());
         }
         if let Some(states) = payloads {
-            report.failure = payload_report(&walk.payloads, &states?, &mut report);
+            report.failure = payload_report(&walk.payloads, &states?, report);
         }
-        Ok(report)
+        Ok(())
     }
 
     fn walk_log(
