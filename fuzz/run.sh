@@ -8,4 +8,4 @@ secs=${2:-600}
 mkdir -p "corpus/$target" "artifacts/$target"
 RUSTC_BOOTSTRAP=1 exec nice -n 19 cargo fuzz run -O "$target" "corpus/$target" "seeds/$target" -- \
   -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=512 \
-  -artifact_prefix="artifacts/$target/" -print_final_stats=1
+  -artifact_prefix="artifacts/$target/" -print_final_stats=1 "${@:3}"
