@@ -25,14 +25,14 @@ fn run(s: &Scratch, pipeline: &str) -> Output {
 /// Asserts the exit code and that the output holds every one of `needles`: stderr for
 /// errors before a run starts, the run summary on stdout for a run that failed.
 fn expect(out: &Output, code: i32, needles: &[&str]) {
-    let err = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(out));
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(out));
     // Shown with --nocapture: docs/reliability.md quotes these.
-    println!("exit {:?}\n{err}", out.status.code());
-    assert_eq!(out.status.code(), Some(code), "stderr: {err}");
+    println!("exit {:?}\n{text}", out.status.code());
+    assert_eq!(out.status.code(), Some(code), "output: {text}");
     for n in needles {
-        assert!(err.contains(n), "stderr lacks {n:?}: {err}");
+        assert!(text.contains(n), "the output lacks {n:?}: {text}");
     }
-    assert!(!err.contains("panicked"), "attest panicked: {err}");
+    assert!(!text.contains("panicked"), "attest panicked: {text}");
 }
 
 /// What the ledger holds after a failure.
@@ -426,10 +426,28 @@ fn output_path_blocked_by_a_file() {
     assert_eq!(ledger_state(&s, LEDGER), Ledger::NoRun);
 }
 
-/// A read-only mount, unmounted when dropped.
-struct ReadOnlyMount(std::path::PathBuf);
+/// A tmpfs mounted at a directory (`options` as for `mount -o`), unmounted when dropped.
+/// Tests use it as root, where permission bits do not apply and `mount` does.
+struct Mount(std::path::PathBuf);
 
-impl Drop for ReadOnlyMount {
+impl Mount {
+    fn tmpfs(dir: &Path, options: &str) -> Mount {
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
+            .arg(dir)
+            .status()
+            .is_ok_and(|st| st.success());
+        assert!(
+            ok,
+            "this test mounts a tmpfs ({options}) at {}; it needs root, as the project's \
+             machines and CI have",
+            dir.display()
+        );
+        Mount(dir.to_path_buf())
+    }
+}
+
+impl Drop for Mount {
     fn drop(&mut self) {
         let _ = std::process::Command::new("umount").arg(&self.0).status();
     }
@@ -445,16 +463,7 @@ fn output_directory_read_only() {
     // Root ignores permission bits; there a read-only file system stands in.
     let _mount = if std::fs::File::create(dir.join("probe")).is_ok() {
         std::fs::remove_file(dir.join("probe")).unwrap();
-        let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "ro,size=64k", "tmpfs"])
-            .arg(&dir)
-            .status()
-            .is_ok_and(|st| st.success());
-        assert!(
-            ok,
-            "as root, mounting a read-only tmpfs is how this test makes ro/ unwritable"
-        );
-        Some(ReadOnlyMount(dir.clone()))
+        Some(Mount::tmpfs(&dir, "ro,size=64k"))
     } else {
         None
     };
@@ -475,9 +484,10 @@ fn output_directory_read_only() {
 
 #[test]
 fn output_disk_full() {
-    if !Path::new("/dev/full").exists() {
-        panic!("/dev/full is needed to simulate a full disk");
-    }
+    assert!(
+        Path::new("/dev/full").exists(),
+        "/dev/full is needed to simulate a full disk"
+    );
     let s = Scratch::new();
     std::fs::create_dir_all(s.path().join("out/full")).unwrap();
     std::os::unix::fs::symlink("/dev/full", s.path().join("out/full/normal.csv")).unwrap();
@@ -498,6 +508,41 @@ fn output_disk_full() {
 }
 
 // ---------------------------------------------------------------- the ledger
+
+#[test]
+fn ledger_disk_full() {
+    let mut input = String::from("id,name,amount,ok\n");
+    for i in 0..5000 {
+        input.push_str(&format!("{i},name {i},{}.5,true\n", i % 2000));
+    }
+    let s = with_input(input.as_bytes());
+    let dir = s.path().join(LEDGER);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mount = Mount::tmpfs(&dir, "size=300k");
+    let out = run(&s, PIPELINE);
+    // sled reports the OS error in its Debug form; the message still says what and where.
+    expect(
+        &out,
+        1,
+        &[
+            "attest: ledger: ledger storage error at out/ledger: IO error: ",
+            "No space left on device",
+        ],
+    );
+    // With room again, what was recorded verifies. The run could not record its end, so
+    // it stays `running` (for `attest resume`).
+    let grown = std::process::Command::new("mount")
+        .args(["-o", "remount,size=64m"])
+        .arg(&dir)
+        .status()
+        .is_ok_and(|st| st.success());
+    assert!(grown, "remount the ledger's tmpfs larger");
+    assert_eq!(
+        ledger_state(&s, LEDGER),
+        Ledger::Verified(vec!["running".into()])
+    );
+    drop(mount);
+}
 
 #[test]
 fn ledger_locked_by_another_process() {
