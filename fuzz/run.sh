@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
+# Usage: ./run.sh TARGET [SECONDS] [libFuzzer flags...]
 # Runs one fuzz target for SECONDS (default 600) on the stable toolchain, niced, one job,
-# new inputs kept in corpus/TARGET, seeds read from seeds/TARGET. See docs/reliability.md.
+# new inputs kept in corpus/TARGET, seeds read from seeds/TARGET. Extra flags come last,
+# so they override the defaults (e.g. -timeout=30). See docs/reliability.md.
 set -euo pipefail
 cd "$(dirname "$0")"
 target=$1
