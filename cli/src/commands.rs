@@ -104,7 +104,14 @@ pub fn replay(
 ) -> Result<Code, Failure> {
     let expected_head = expect_head.map(parse_head).transpose()?;
     let ledger = open_existing(dir)?;
-    let run = resolve_run(&ledger, run)?;
+    let run = match expected_head {
+        // A head kept outside says the run was recorded: if the ledger no longer has it,
+        // that is lost evidence (verify reports EMPTY_RUN, exit 4), not a mistyped id.
+        Some(_) if run != "latest" => {
+            RunId::new(run).map_err(|e| Failure::bad_input(e.to_string()))?
+        }
+        _ => resolve_run(&ledger, run)?,
+    };
     let started = std::time::Instant::now();
     let report = ledger.verify(
         &run,

@@ -78,15 +78,16 @@ enum SinkKind {
 }
 
 struct Sink {
-    name: String,
     inner: SinkKind,
 }
 
-fn row_or_io(name: &str, e: formats::SinkError) -> Result<RowWriteError, SinkIoError> {
+/// The executor names the sink when it reports either error; naming it here too printed
+/// "sink output: sink output: ..." (found by the bad-input matrix).
+fn row_or_io(e: formats::SinkError) -> Result<RowWriteError, SinkIoError> {
     if e.is_row_error() {
         Ok(RowWriteError(e.to_string()))
     } else {
-        Err(SinkIoError(format!("sink {name}: {e}")))
+        Err(SinkIoError(e.to_string()))
     }
 }
 
@@ -96,7 +97,7 @@ impl RowSink for Sink {
             SinkKind::Csv(s) => s.write_row(row),
             SinkKind::Json(s) => s.write_row(row),
         };
-        r.map_err(|e| match row_or_io(&self.name, e) {
+        r.map_err(|e| match row_or_io(e) {
             Ok(row) => WriteError::Row(row),
             Err(io) => WriteError::Io(io),
         })
@@ -176,10 +177,18 @@ pub fn open(config: &PipelineConfig) -> Result<Opened, String> {
             .filter(|d| !d.as_os_str().is_empty())
         {
             std::fs::create_dir_all(dir).map_err(|e| {
+                // The OS says "File exists" when a file stands where a directory must be.
+                let why = match e.kind() {
+                    std::io::ErrorKind::AlreadyExists | std::io::ErrorKind::NotADirectory => {
+                        "part of that path exists and is not a directory".to_string()
+                    }
+                    _ => e.to_string(),
+                };
                 format!(
-                    "sink {}: cannot create directory {}: {e}",
+                    "sink {}: cannot create directory {} for {}: {why}",
                     s.name.value,
-                    dir.display()
+                    dir.display(),
+                    o.path.value
                 )
             })?;
         }
@@ -213,10 +222,7 @@ pub fn open(config: &PipelineConfig) -> Result<Opened, String> {
                 SinkKind::Json(formats::JsonSink::new(opts).map_err(fail)?)
             }
         };
-        sinks.push(Box::new(Sink {
-            name: s.name.value.clone(),
-            inner,
-        }));
+        sinks.push(Box::new(Sink { inner }));
     }
     Ok((source, sinks))
 }

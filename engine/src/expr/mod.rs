@@ -57,7 +57,8 @@ pub const MAX_NESTING: usize = 100;
 /// Deepest nesting of a row value a condition will read.
 pub const MAX_VALUE_DEPTH: usize = 200;
 
-/// Largest value (string bytes, or container elements) repetition (`'x' * n`) may build.
+/// Largest value, in bytes (a string's bytes; for other values the memory each element
+/// takes), that repetition (`'x' * n`, `[0] * n`) may build.
 pub const MAX_VALUE_SIZE: usize = 1 << 26;
 
 /// A parsed condition, ready to evaluate against any number of rows (and threads: it is

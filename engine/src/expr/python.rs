@@ -439,7 +439,7 @@ fn repeat(seq: PyValue, count: i128) -> Result<PyValue, Fail> {
     let too_large = || {
         Fail::new(
             EvalErrorKind::TooLarge,
-            format!("repetition would build a value larger than {MAX_VALUE_SIZE} units"),
+            format!("repetition would build a value larger than {MAX_VALUE_SIZE} bytes"),
         )
     };
     let check = |unit: usize| -> Result<usize, Fail> {
@@ -475,18 +475,22 @@ fn repeat_items(items: &[PyValue], count: usize) -> Vec<PyValue> {
     out
 }
 
-/// A rough memory measure: one unit per value plus the bytes of strings. It only has to
-/// grow with real memory use, to refuse runaway repetition.
+/// The memory one value takes before counting what it owns.
+const VALUE_BYTES: usize = std::mem::size_of::<PyValue>();
+
+/// Roughly the bytes a value occupies: each value's own size plus the bytes of strings.
+/// Counting an element as one unit instead let `(1,) * 6666666` build 200 MB (found by
+/// fuzzing), so every value costs what it really takes.
 fn size_of(v: &PyValue) -> usize {
     match v {
-        PyValue::Str(s) => s.len().saturating_add(1),
+        PyValue::Str(s) => s.len().saturating_add(VALUE_BYTES),
         PyValue::List(xs) | PyValue::Tuple(xs) | PyValue::Set(xs) => {
-            size_of_items(xs).saturating_add(1)
+            size_of_items(xs).saturating_add(VALUE_BYTES)
         }
-        PyValue::Dict(entries) => entries.iter().fold(1usize, |acc, (k, v)| {
+        PyValue::Dict(entries) => entries.iter().fold(VALUE_BYTES, |acc, (k, v)| {
             acc.saturating_add(size_of(k)).saturating_add(size_of(v))
         }),
-        _ => 1,
+        _ => VALUE_BYTES,
     }
 }
 

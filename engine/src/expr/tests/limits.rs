@@ -152,6 +152,15 @@ fn repetition_is_bounded() {
         let e = Expr::parse(src).map(|e| e.eval(&row).map_err(|e| e.kind));
         assert_eq!(e, Ok(Err(EvalErrorKind::TooLarge)), "{src}");
     }
+    // Found by the `expr` fuzz target: each element of a list or tuple costs the memory of
+    // a value, not one byte, so six million of them (about 200 MB) are too many.
+    for src in ["(1,) * 6666666", "[None] * 6666666", "[[]] * 3000000"] {
+        let e = Expr::parse(src).map(|e| e.eval(&row).map_err(|e| e.kind));
+        assert_eq!(e, Ok(Err(EvalErrorKind::TooLarge)), "{src}");
+    }
+    // ... while a repetition well inside the limit still works.
+    let e = Expr::parse("len((1,) * 100000)").map(|e| e.eval(&row));
+    assert_eq!(e, Ok(Ok(serde_json::json!(100000))));
     // Empty sequences repeat for free however large the count (within Python's index
     // range).
     let e = Expr::parse("'' * 9223372036854775807 + 'ok'").map(|e| e.eval(&row));
