@@ -6,6 +6,7 @@
 //! - [`ledger`]: the API — [`Ledger`], [`RunHandle`], [`StateHandle`].
 //! - [`verify`]: chain, sequence, projection and payload verification.
 //! - [`lineage`]: how an output came to be, from indexes.
+//! - [`purge`]: purging payload bytes, recorded in a hash-chained purge log.
 //!
 //! The on-disk format is specified in `docs/ledger-format.md`.
 
@@ -17,6 +18,8 @@ pub mod ids;
 pub mod ledger;
 pub mod lineage;
 pub mod projection;
+pub mod purge;
+mod records;
 pub mod rules;
 pub mod store;
 pub mod verify;

@@ -137,7 +137,7 @@ fn fail(
 }
 
 /// Hashes an event references in the payload store, with the seq of the first reference.
-fn referenced_payloads(event: &Event, out: &mut Vec<Hash32>) {
+pub(crate) fn referenced_payloads(event: &Event, out: &mut Vec<Hash32>) {
     match event {
         Event::RunStarted { config_hash, .. } => out.push(*config_hash),
         Event::RowIngested { payload, .. } => out.push(*payload),
@@ -296,7 +296,18 @@ impl Ledger {
             return Ok(report);
         }
         if let Some(states) = payloads {
-            report.failure = payload_report(&walk.payloads, &states?, &mut report);
+            let mut states = states?;
+            // A tombstone only says where to look: a payload counts as purged when an
+            // intact purge-log record names it, else it is missing (tampering).
+            if states.contains(&PayloadState::Purged) {
+                let recorded = crate::purge::read_log(store)?.purged();
+                for (state, (hash, _)) in states.iter_mut().zip(&walk.payloads) {
+                    if *state == PayloadState::Purged && !recorded.contains(hash) {
+                        *state = PayloadState::Missing;
+                    }
+                }
+            }
+            report.failure = payload_report(&walk.payloads, &states, &mut report);
         }
         Ok(report)
     }
