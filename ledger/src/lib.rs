@@ -6,6 +6,7 @@
 //! - [`ledger`]: the API — [`Ledger`], [`RunHandle`], [`StateHandle`].
 //! - [`verify`]: chain, sequence, projection and payload verification.
 //! - [`lineage`]: how an output came to be, from indexes.
+//! - [`head`]: heads kept outside the ledger, signed with ed25519.
 //! - [`purge`]: purging payload bytes, recorded in a hash-chained purge log.
 //!
 //! The on-disk format is specified in `docs/ledger-format.md`.
@@ -14,6 +15,7 @@ pub mod canonical;
 pub mod codec;
 pub mod error;
 pub mod event;
+pub mod head;
 pub mod ids;
 pub mod ledger;
 pub mod lineage;

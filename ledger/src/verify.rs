@@ -41,6 +41,9 @@ pub enum FailureCode {
     PayloadMissing,
     /// The chain does not reach, or does not match, the head kept outside the ledger.
     HeadMismatch,
+    /// A signed head kept outside the ledger is unsigned, malformed, or not signed by the
+    /// operator's key.
+    HeadSignatureInvalid,
 }
 
 impl FailureCode {
@@ -56,6 +59,7 @@ impl FailureCode {
             FailureCode::PayloadMismatch => "PAYLOAD_MISMATCH",
             FailureCode::PayloadMissing => "PAYLOAD_MISSING",
             FailureCode::HeadMismatch => "HEAD_MISMATCH",
+            FailureCode::HeadSignatureInvalid => "HEAD_SIGNATURE_INVALID",
         }
     }
 }
