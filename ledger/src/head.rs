@@ -16,7 +16,8 @@ use ed25519_dalek::pkcs8::{
     spki::der::pem::LineEnding, DecodePrivateKey, DecodePublicKey, EncodePrivateKey,
     EncodePublicKey,
 };
-use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use ed25519_dalek::{Signature, Signer, Verifier};
+pub use ed25519_dalek::{SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
