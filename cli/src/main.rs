@@ -2,6 +2,7 @@
 
 mod commands;
 mod exit;
+mod export_cmd;
 mod heads;
 mod purge_cmd;
 mod render;
@@ -122,6 +123,27 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
     },
+    /// Export a run's chain (jsonl, checkable with verify-export) or OpenLineage events
+    Export {
+        #[command(flatten)]
+        ledger: LedgerArg,
+        #[command(flatten)]
+        run: RunArg,
+        /// The file to write
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Output format
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: export_cmd::ExportFormat,
+    },
+    /// Check a jsonl export without the ledger: chain, sequence, rules, manifest
+    VerifyExport {
+        /// The export file
+        file: PathBuf,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
     /// Purge payload bytes of old finished runs, recording the purge in the ledger
     Purge {
         #[command(flatten)]
@@ -189,6 +211,13 @@ fn main() -> ExitCode {
             json,
         ),
         Command::Keygen { out } => heads::keygen(&out),
+        Command::Export {
+            ledger,
+            run,
+            out,
+            format,
+        } => export_cmd::export(ledger.ledger, &run.run, &out, format),
+        Command::VerifyExport { file, json } => export_cmd::verify_export(&file, json),
         Command::Purge {
             ledger,
             payloads,
