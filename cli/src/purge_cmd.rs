@@ -42,11 +42,11 @@ pub fn purge(
                 "runs": plan.runs.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
                 "payloads": plan.hashes.len(),
                 "removed": receipt.removed,
-                "record": receipt.entry.as_ref().map(|e| e.seq),
+                "records": receipt.entries.iter().map(|e| e.seq).collect::<Vec<_>>(),
                 "purge_head": purge_head.map(|h| format!("{}:{}", h.count, h.hash)),
             })
         );
-    } else if receipt.entry.is_none() {
+    } else if receipt.entries.is_empty() {
         println!("nothing to purge: no finished run older than {older_than_days} days has payloads of its own");
     } else {
         println!(

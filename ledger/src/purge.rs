@@ -78,11 +78,16 @@ impl PurgeLog {
 /// What one purge did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PurgeReceipt {
-    /// The purge-log record written (`None` when there was nothing to purge).
-    pub entry: Option<PurgeEntry>,
+    /// The purge-log records written, in order (none when there was nothing to purge;
+    /// several when the hashes would not fit one record).
+    pub entries: Vec<PurgeEntry>,
     /// How many payloads still had bytes to remove.
     pub removed: usize,
 }
+
+/// Most hashes one purge-log record names: 6.4 MB of hashes, well inside the decoder's
+/// limit (`codec::DECODE_LIMIT`), which a larger record would exceed and so break the log.
+const HASHES_PER_RECORD: usize = 200_000;
 
 /// Reads and checks the purge log: keys contiguous from 0, each record framed, hashed and
 /// chained to the one before, its body decodable.
@@ -143,14 +148,26 @@ pub(crate) fn purge(
     reason: &str,
     at_ms: u64,
 ) -> Result<PurgeReceipt> {
+    purge_in_records(store, runs, hashes, reason, at_ms, HASHES_PER_RECORD)
+}
+
+fn purge_in_records(
+    store: &Store,
+    runs: Vec<RunId>,
+    hashes: &[Hash32],
+    reason: &str,
+    at_ms: u64,
+    per_record: usize,
+) -> Result<PurgeReceipt> {
     let mut hashes = hashes.to_vec();
     hashes.sort_unstable();
     hashes.dedup();
+    let mut receipt = PurgeReceipt {
+        entries: Vec::new(),
+        removed: 0,
+    };
     if hashes.is_empty() {
-        return Ok(PurgeReceipt {
-            entry: None,
-            removed: 0,
-        });
+        return Ok(receipt);
     }
     let log = read_log(store)?;
     if let Some((seq, why)) = &log.broken {
@@ -158,40 +175,41 @@ pub(crate) fn purge(
             "the purge log is broken at record {seq} ({why}); refusing to purge more"
         )));
     }
-    let (seq, prev) = log.head().map_or((0, Hash32::ZERO), |h| (h.count, h.hash));
-    let record = PurgeRecord {
-        at_ms,
-        reason: reason.to_string(),
-        runs,
-        hashes: hashes.clone(),
-    };
-    let body = codec::encode(&record)?;
-    let mut framed = Vec::with_capacity(codec::RECORD_HEADER_LEN + body.len());
-    let hash = codec::write_record(&mut framed, seq, &prev, &body);
+    let (mut seq, mut prev) = log.head().map_or((0, Hash32::ZERO), |h| (h.count, h.hash));
     let mut batch = sled::Batch::default();
-    let mut removed = 0;
-    for h in &hashes {
-        let key = projection::payload_key(h);
-        if store
-            .db
-            .contains_key(&key)
-            .map_err(|e| store.storage_err(e))?
-        {
-            removed += 1;
+    for chunk in hashes.chunks(per_record.max(1)) {
+        let record = PurgeRecord {
+            at_ms,
+            reason: reason.to_string(),
+            runs: runs.clone(),
+            hashes: chunk.to_vec(),
+        };
+        let body = codec::encode(&record)?;
+        let mut framed = Vec::with_capacity(codec::RECORD_HEADER_LEN + body.len());
+        let hash = codec::write_record(&mut framed, seq, &prev, &body);
+        for h in chunk {
+            let key = projection::payload_key(h);
+            if store
+                .db
+                .contains_key(&key)
+                .map_err(|e| store.storage_err(e))?
+            {
+                receipt.removed += 1;
+            }
+            batch.remove(key);
+            batch.insert(projection::purged_key(h), &seq.to_be_bytes()[..]);
         }
-        batch.remove(key);
-        batch.insert(projection::purged_key(h), &seq.to_be_bytes()[..]);
+        batch.insert(&record_key(seq)[..], framed);
+        receipt.entries.push(PurgeEntry { seq, hash, record });
+        prev = hash;
+        seq += 1;
     }
-    batch.insert(&record_key(seq)[..], framed);
     store
         .db
         .apply_batch(batch)
         .map_err(|e| store.storage_err(e))?;
     store.flush()?;
-    Ok(PurgeReceipt {
-        entry: Some(PurgeEntry { seq, hash, record }),
-        removed,
-    })
+    Ok(receipt)
 }
 
 /// What `attest purge --payloads --older-than DAYS` chose.
@@ -256,5 +274,38 @@ impl Ledger {
         at_ms: u64,
     ) -> Result<PurgeReceipt> {
         purge(self.store(), runs, hashes, reason, at_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_large_purge_is_split_into_chained_records_that_all_vouch() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(dir.path()).unwrap();
+        let hashes: Vec<Hash32> = (0..7u8)
+            .map(|i| ledger.put_payload(&[i]).unwrap())
+            .collect();
+        let receipt = purge_in_records(ledger.store(), vec![], &hashes, "retention", 5, 3).unwrap();
+        assert_eq!(receipt.removed, 7);
+        assert_eq!(
+            receipt
+                .entries
+                .iter()
+                .map(|e| e.record.hashes.len())
+                .collect::<Vec<_>>(),
+            vec![3, 3, 1]
+        );
+        let log = ledger.purge_log().unwrap();
+        assert!(log.broken.is_none(), "{:?}", log.broken);
+        assert_eq!(log.entries, receipt.entries);
+        let purged = log.purged();
+        assert!(hashes.iter().all(|h| purged.contains(h)));
+        // The next purge continues the chain.
+        let next = purge_in_records(ledger.store(), vec![], &hashes[..1], "again", 6, 3).unwrap();
+        assert_eq!(next.entries[0].seq, 3);
+        assert!(ledger.purge_log().unwrap().broken.is_none());
     }
 }

@@ -90,7 +90,7 @@ fn a_recorded_purge_is_reported_as_purged_and_chained() {
     assert_eq!(log.entries[1].record.reason, "erasure request");
     let head = log.head().unwrap();
     assert_eq!(head.count, 2);
-    assert_eq!(Some(head.hash), second.entry.map(|e| e.hash));
+    assert_eq!(Some(head.hash), second.entries.last().map(|e| e.hash));
 }
 
 #[test]

@@ -305,7 +305,7 @@ fn purge_is_recorded_and_an_unrecorded_deletion_is_tampering() {
     let purge: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(purge["runs"][0], first["run_id"]);
     assert!(purge["removed"].as_u64().unwrap() > 0);
-    assert_eq!(purge["record"], 0);
+    assert_eq!(purge["records"], serde_json::json!([0]));
     let first_id = first["run_id"].as_str().unwrap();
     let (rc, report) = replay(&s, &["--run", first_id]);
     assert_eq!(rc, Some(0), "{report}");
