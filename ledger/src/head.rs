@@ -334,6 +334,45 @@ mod tests {
         ));
     }
 
+    /// A throwaway key pair and signature made with OpenSSL 3 (`openssl genpkey -algorithm
+    /// ed25519`, `openssl pkey -pubout`, `openssl pkeyutl -sign -rawin` over the documented
+    /// message): attest reads OpenSSL's key files, and a head signed outside attest checks.
+    #[test]
+    fn keys_and_signatures_made_with_openssl_are_accepted() {
+        const PRIVATE: &str = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIHLbF4xNDhffjINsEzGSuCBsphDsMYlHdVIA9UAu85QD\n-----END PRIVATE KEY-----\n";
+        const PUBLIC: &str = "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAjrQp9+E7Sn7vyc1vGamiFBYiobOlUM7hJ6nE1K3UDvc=\n-----END PUBLIC KEY-----\n";
+        const SIGNATURE: &str = "583deb296cd4c4b69df65b62c6bed9278b880a146895ad1ed92343fec4014e55ed38fd9b96b1c92c31eee190e8958b85b7893b1d985111e315c8d4884a94cc07";
+        let dir = tempfile::tempdir().unwrap();
+        let (key_path, pub_path) = (dir.path().join("k"), dir.path().join("k.pub"));
+        std::fs::write(&key_path, PRIVATE).unwrap();
+        std::fs::write(&pub_path, PUBLIC).unwrap();
+        let sk = read_signing_key(&key_path).unwrap();
+        let vk = read_verifying_key(&pub_path).unwrap();
+        assert_eq!(sk.verifying_key(), vk);
+        assert_eq!(
+            hex(vk.as_bytes()),
+            "8eb429f7e13b4a7eefc9cd6f19a9a2141622a1b3a550cee127a9c4d4add40ef7"
+        );
+        let signed_by_openssl = SignedHead {
+            format: SIGNED_HEAD_FORMAT.into(),
+            run: "run-1".into(),
+            count: 56,
+            hash: "a".repeat(64),
+            signed_at_ms: 1_700_000_000_000,
+            public_key: None,
+            signature: Some(SIGNATURE.into()),
+        };
+        assert_eq!(signed_by_openssl.check_signature(&vk), Ok(()));
+        // Ed25519 is deterministic: attest's own signature over the same head is the same.
+        let ours = SignedHead::sign(
+            &RunId::new("run-1").unwrap(),
+            signed_by_openssl.head().unwrap(),
+            1_700_000_000_000,
+            &sk,
+        );
+        assert_eq!(ours.signature.as_deref(), Some(SIGNATURE));
+    }
+
     #[test]
     fn the_signed_message_is_the_documented_text() {
         assert_eq!(
