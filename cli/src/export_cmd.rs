@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 pub enum ExportFormat {
-    /// Every record with its seq and hash, then a manifest (docs/export.md)
+    /// Every record with its seq and hash, then a manifest (docs/replay.md, "Exports")
     Jsonl,
     /// OpenLineage run events, one JSON object per line
     Openlineage,
@@ -139,24 +139,24 @@ pub fn openlineage(
     let rec = ledger
         .run_record(run)?
         .ok_or_else(|| Failure::bad_input(format!("no run {run}")))?;
-    let events = ledger.events(run)?;
     let mut nodes: Vec<(String, NodeKind, String)> = Vec::new();
     let mut artifacts: Vec<(String, String, Hash32, u64, u64)> = Vec::new();
-    for (_, e) in &events {
+    ledger.for_each_event(run, |_, e| {
         match e {
             Event::NodeRegistered {
                 node, kind, plugin, ..
-            } => nodes.push((node.to_string(), *kind, plugin.clone())),
+            } => nodes.push((node.to_string(), kind, plugin)),
             Event::ArtifactWritten {
                 sink,
                 path,
                 content_hash,
                 size,
                 rows,
-            } => artifacts.push((sink.to_string(), path.clone(), *content_hash, *size, *rows)),
+            } => artifacts.push((sink.to_string(), path, content_hash, size, rows)),
             _ => {}
         }
-    }
+        Ok(())
+    })?;
     let source = source_path(ledger, &rec.config_hash);
     let job = format!("pipeline-{}", &rec.config_hash.to_hex()[..12]);
     let run_uuid = uuid(&[run.as_str()]);

@@ -134,14 +134,14 @@ impl Ledger {
         Ok(head)
     }
 
-    /// Every decoded event of `run` with its seq, in order (for exporters).
-    pub fn events(&self, run: &RunId) -> Result<Vec<(u64, Event)>> {
-        let mut out = Vec::new();
-        crate::records::for_each(self.store(), run, |r| {
-            out.push((r.seq, r.event()?));
-            Ok(())
-        })?;
-        Ok(out)
+    /// Calls `f` with every decoded event of `run` and its seq, in order, without holding
+    /// the run in memory (for exporters).
+    pub fn for_each_event(
+        &self,
+        run: &RunId,
+        mut f: impl FnMut(u64, Event) -> Result<()>,
+    ) -> Result<()> {
+        crate::records::for_each(self.store(), run, |r| f(r.seq, r.event()?))
     }
 }
 
