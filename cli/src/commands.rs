@@ -91,9 +91,11 @@ pub fn replay(
     run: &str,
     expect_head: Option<&str>,
     verify_key: Option<&Path>,
+    expect_purge_head: Option<&str>,
     json: bool,
 ) -> Result<Code, Failure> {
     let expectation = expect_head.map(heads::parse_expectation).transpose()?;
+    let purge_head = expect_purge_head.map(heads::parse_count_hash).transpose()?;
     let key = verify_key.map(head::read_verifying_key).transpose()?;
     if key.is_some() && !matches!(expectation, Some(Expectation::File(_))) {
         return Err(Failure::bad_input(
@@ -102,7 +104,7 @@ pub fn replay(
     }
     let ledger = open_existing(dir)?;
     let started = std::time::Instant::now();
-    let report = match expectation {
+    let mut report = match expectation {
         None => {
             let run = resolve_run(&ledger, run)?;
             verify(&ledger, &run, None)?
@@ -148,6 +150,9 @@ pub fn replay(
         }
         Some(Expectation::File(file)) => file_head(&ledger, run, &file, key.as_ref())?,
     };
+    if let (Some(expected), true) = (purge_head, report.ok()) {
+        report.failure = heads::check_purge_head(&ledger, expected)?;
+    }
     print_report(&report, started.elapsed(), json);
     Ok(if report.ok() {
         Code::Ok

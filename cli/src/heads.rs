@@ -175,6 +175,47 @@ pub enum Expectation {
     File(SignedHead),
 }
 
+/// Reads a `COUNT:HASH` head.
+pub fn parse_count_hash(s: &str) -> Result<Head, Failure> {
+    match parse_expectation(s)? {
+        Expectation::Head(h) => Ok(h),
+        _ => Err(Failure::bad_input(format!(
+            "--expect-purge-head {s:?}: expected COUNT:HASH, as `attest purge` prints it"
+        ))),
+    }
+}
+
+/// Checks the purge log against a head of it kept outside the ledger: its intact part must
+/// reach `expected.count` records, the last of them with `expected.hash`. A purge log
+/// rewritten, truncated or broken before that point is `HEAD_MISMATCH`.
+pub fn check_purge_head(
+    ledger: &Ledger,
+    expected: Head,
+) -> Result<Option<attest_ledger::verify::Failure>, Failure> {
+    let log = ledger.purge_log()?;
+    let at = expected
+        .count
+        .checked_sub(1)
+        .and_then(|i| log.entries.get(i as usize));
+    if at.is_some_and(|e| e.hash == expected.hash) {
+        return Ok(None);
+    }
+    let found = match (at, &log.broken) {
+        (Some(e), _) => format!("record {} has hash {}", e.seq, e.hash),
+        (None, Some((seq, why))) => format!("the purge log is broken at record {seq}: {why}"),
+        (None, None) => format!("{} purge records", log.entries.len()),
+    };
+    Ok(Some(attest_ledger::verify::Failure {
+        code: attest_ledger::verify::FailureCode::HeadMismatch,
+        seq: expected.count.checked_sub(1),
+        expected: format!("purge log head {}:{}", expected.count, expected.hash),
+        found,
+        message:
+            "the purge log does not reach or match the head kept outside: rewritten or truncated"
+                .into(),
+    }))
+}
+
 /// Reads `--expect-head`: `COUNT:HASH`, a bare 64-hex hash, or the path of a head file.
 pub fn parse_expectation(s: &str) -> Result<Expectation, Failure> {
     if let Some((count, hash)) = s.split_once(':') {

@@ -78,6 +78,9 @@ enum Command {
         /// The public key (PEM) that must have signed the --expect-head file
         #[arg(long, value_name = "FILE")]
         verify_key: Option<PathBuf>,
+        /// A head of the ledger's purge log kept outside it, as COUNT:HASH (from `attest purge`)
+        #[arg(long, value_name = "COUNT:HASH")]
+        expect_purge_head: Option<String>,
         /// Print JSON
         #[arg(long)]
         json: bool,
@@ -189,12 +192,14 @@ fn main() -> ExitCode {
             verify_only: _,
             expect_head,
             verify_key,
+            expect_purge_head,
             json,
         } => commands::replay(
             ledger.ledger,
             &run.run,
             expect_head.as_deref(),
             verify_key.as_deref(),
+            expect_purge_head.as_deref(),
             json,
         ),
         Command::Head {

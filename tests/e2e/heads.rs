@@ -348,3 +348,72 @@ fn purge_is_recorded_and_an_unrecorded_deletion_is_tampering() {
     let (rc, _) = replay(&s, &["--run", first_id]);
     assert_eq!(rc, Some(0));
 }
+
+#[test]
+fn a_purge_log_rewritten_from_scratch_fails_its_outside_head() {
+    let s = Scratch::new();
+    let summary = run(&s);
+    let purge = |days: &str| -> Value {
+        let out = s
+            .attest()
+            .args([
+                "purge",
+                "--ledger",
+                LEDGER,
+                "--payloads",
+                "--older-than",
+                days,
+                "--json",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let purged = purge("0");
+    let purge_head = purged["purge_head"].as_str().unwrap().to_string();
+    let run_id = summary["run_id"].as_str().unwrap();
+    let (rc, report) = replay(&s, &["--run", run_id, "--expect-purge-head", &purge_head]);
+    assert_eq!(rc, Some(0), "{report}");
+
+    // Someone rewrites the purge log from scratch with a consistent chain that names one
+    // hash more (so that deleting that payload would pass as purged).
+    {
+        let ledger = Ledger::open(s.path().join(LEDGER)).unwrap();
+        let db = ledger.raw_db();
+        let key = [b'Z', 0, 0, 0, 0, 0, 0, 0, 0];
+        let stored = db.get(key).unwrap().unwrap();
+        let record = codec::read_segment(&stored).next().unwrap().unwrap();
+        let mut body: attest_ledger::purge::PurgeRecord =
+            codec::decode(record.event_bytes).unwrap();
+        body.hashes
+            .push(attest_ledger::Hash32::of(b"another payload"));
+        let mut framed = Vec::new();
+        codec::write_record(
+            &mut framed,
+            0,
+            &attest_ledger::Hash32::ZERO,
+            &codec::encode(&body).unwrap(),
+        );
+        db.insert(key, framed).unwrap();
+        ledger.flush().unwrap();
+        assert!(
+            ledger.purge_log().unwrap().broken.is_none(),
+            "the forged chain is consistent"
+        );
+    }
+    let (rc, report) = replay(&s, &["--run", run_id]);
+    assert_eq!(
+        rc,
+        Some(0),
+        "without the outside head the rewrite passes: {report}"
+    );
+    let (rc, report) = replay(&s, &["--run", run_id, "--expect-purge-head", &purge_head]);
+    assert_eq!((rc, code(&report)), (Some(4), "HEAD_MISMATCH"), "{report}");
+    let (rc, _) = replay(&s, &["--run", run_id, "--expect-purge-head", "nonsense"]);
+    assert_eq!(rc, Some(2));
+}
