@@ -149,6 +149,19 @@ fn a_signed_head_verifies_and_a_bad_signature_is_an_integrity_failure() {
     run(&s);
     keygen(&s, "ops.key");
     keygen(&s, "other.key");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(s.path().join("ops.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(
+            mode & 0o777,
+            0o600,
+            "the private key is readable by its owner only"
+        );
+    }
     sign(&s, "ops.key", "head.json");
     let (rc, report) = replay(
         &s,
