@@ -60,18 +60,13 @@ pub fn head(
     out: Option<&Path>,
     json: bool,
 ) -> Result<Code, Failure> {
-    if out.is_some() && sign_key.is_none() {
-        return Err(Failure::bad_input(
-            "--out writes a signed head file: give --sign-key FILE too",
-        ));
-    }
     let key = sign_key.map(head::read_signing_key).transpose()?;
     let ledger = open_existing(dir)?;
     let run = resolve_run(&ledger, run)?;
     let rec = ledger
         .run_record(&run)?
         .ok_or_else(|| Failure::bad_input(format!("no run {run}")))?;
-    let Some(key) = key else {
+    if key.is_none() && out.is_none() {
         let h = Head {
             count: rec.next_seq,
             hash: rec.head,
@@ -93,34 +88,38 @@ pub fn head(
             println!("head    {}:{}", h.count, h.hash);
         }
         return Ok(Code::Ok);
-    };
-    // Only a head that verifies is signed: a signature must never vouch for a ledger that
-    // was already altered.
+    }
+    // A head file is only made for a run that verifies: a signature (or a head handed to
+    // an auditor) must never vouch for a ledger that was already altered.
     let report = ledger.verify(&run, &VerifyOptions::default())?;
     let (Some(h), None) = (report.head, &report.failure) else {
         let why = report
             .failure
             .map_or_else(|| "no head".to_string(), |f| f.to_string());
-        eprintln!("attest: run {run} does not verify, so its head is not signed: {why}");
+        eprintln!("attest: run {run} does not verify, so no head file is made: {why}");
         return Ok(Code::Integrity);
     };
-    let signed = SignedHead::sign(&run, h, now_ms(), &key);
+    let file = match &key {
+        Some(key) => SignedHead::sign(&run, h, now_ms(), key),
+        None => SignedHead::unsigned(&run, h, now_ms()),
+    };
     match out {
         Some(path) => {
-            std::fs::write(path, signed.to_json() + "\n")
+            std::fs::write(path, file.to_json() + "\n")
                 .map_err(|e| Failure::bad_input(format!("cannot write {}: {e}", path.display())))?;
             if json {
-                println!("{}", signed.to_json());
+                println!("{}", file.to_json());
             } else {
                 println!(
-                    "signed head of run {run} ({}:{}) written to {}",
+                    "{} head of run {run} ({}:{}) written to {}",
+                    if key.is_some() { "signed" } else { "unsigned" },
                     h.count,
                     h.hash,
                     path.display()
                 );
             }
         }
-        None => println!("{}", signed.to_json()),
+        None => println!("{}", file.to_json()),
     }
     Ok(Code::Ok)
 }

@@ -104,7 +104,7 @@ enum Command {
         #[arg(long, value_enum, default_value = "text")]
         format: render::LineageFormat,
     },
-    /// Print a run's head (event count and last hash); with --sign-key, a signed head file
+    /// Print a run's head (event count and last hash), or make a head file, signed with --sign-key
     Head {
         #[command(flatten)]
         ledger: LedgerArg,
@@ -113,7 +113,7 @@ enum Command {
         /// Sign the head (after verifying the run) with this ed25519 private key (PKCS#8 PEM)
         #[arg(long, value_name = "FILE")]
         sign_key: Option<PathBuf>,
-        /// Write the signed head to FILE instead of printing it
+        /// Write a head file (signed with --sign-key) to FILE, after verifying the run
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
         /// Print JSON

@@ -260,10 +260,24 @@ fn a_truncated_ledger_fails_every_kind_of_outside_head() {
     let hash = head.split_once(':').unwrap().1.to_string();
     keygen(&s, "ops.key");
     sign(&s, "ops.key", "head.json");
+    // An unsigned head file, for operators who keep heads in write-once storage instead.
+    let out = s
+        .attest()
+        .args(["head", "--ledger", LEDGER, "--out", "plain.json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (rc, report) = replay(&s, &["--expect-head", "plain.json"]);
+    assert_eq!(rc, Some(0), "{report}");
     truncate(&s, run_id);
     for args in [
         vec!["--expect-head", head.as_str()],
         vec!["--expect-head", "head.json", "--verify-key", "ops.key.pub"],
+        vec!["--expect-head", "plain.json"],
     ] {
         let (rc, report) = replay(&s, &args);
         assert_eq!(
