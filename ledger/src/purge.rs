@@ -68,8 +68,16 @@ impl PurgeLog {
 
     /// Every hash an intact record names.
     pub fn purged(&self) -> HashSet<Hash32> {
+        self.purged_since(0)
+    }
+
+    /// Every hash an intact record made at or after `ms` names. A purge older than a run
+    /// cannot account for that run's payloads: the run stored its payloads again when it
+    /// referenced them, so their absence is someone else's doing.
+    pub fn purged_since(&self, ms: u64) -> HashSet<Hash32> {
         self.entries
             .iter()
+            .filter(|e| e.record.at_ms >= ms)
             .flat_map(|e| e.record.hashes.iter().copied())
             .collect()
     }

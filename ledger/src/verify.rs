@@ -302,9 +302,11 @@ impl Ledger {
         if let Some(states) = payloads {
             let mut states = states?;
             // A tombstone only says where to look: a payload counts as purged when an
-            // intact purge-log record names it, else it is missing (tampering).
+            // intact purge-log record made since the run started names it, else it is
+            // missing (tampering).
             if states.contains(&PayloadState::Purged) {
-                let recorded = crate::purge::read_log(store)?.purged();
+                let since = self.run_record(run)?.map_or(0, |r| r.started_at_ms);
+                let recorded = crate::purge::read_log(store)?.purged_since(since);
                 for (state, (hash, _)) in states.iter_mut().zip(&walk.payloads) {
                     if *state == PayloadState::Purged && !recorded.contains(hash) {
                         *state = PayloadState::Missing;

@@ -194,3 +194,28 @@ fn retention_takes_old_finished_runs_and_spares_what_kept_runs_share() {
         .hashes
         .contains(&Hash32::of(b"the same pipeline")));
 }
+
+#[test]
+fn a_purge_from_before_a_run_does_not_excuse_that_runs_missing_payload() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(dir.path()).unwrap();
+    let old = finished_run(&ledger, "old", 1, &["same row"]);
+    ledger
+        .purge_recorded(vec![run_id("old")], &old, "retention", 10)
+        .unwrap();
+    // A later run ingests the same bytes, so the same hash, and stores them again.
+    let new = finished_run(&ledger, "new", 20, &["same row"]);
+    assert_eq!(new, old);
+    assert!(ledger.payload(&new[0]).unwrap().is_some());
+    assert!(verify(&ledger, "new").ok());
+    // Deleted again without a purge: the old purge names the hash but predates the run.
+    ledger
+        .raw_db()
+        .remove(projection::payload_key(&new[0]))
+        .unwrap();
+    let f = verify(&ledger, "new").failure.expect("caught");
+    assert_eq!(f.code, FailureCode::PayloadMissing);
+    let report = verify(&ledger, "old");
+    assert!(report.ok(), "{:?}", report.failure);
+    assert_eq!(report.payloads_purged, 1);
+}
