@@ -2,16 +2,18 @@
 //! says what went wrong and where.
 
 use crate::exit::{Code, Failure};
+use crate::heads::{self, Expectation};
 use crate::render;
+use attest_ledger::head::{self, SignedHead};
 use attest_ledger::lineage::LineageQuery;
-use attest_ledger::verify::{Head, VerifyOptions};
-use attest_ledger::{Hash32, Ledger, NodeId, RunId, TokenId};
+use attest_ledger::verify::{FailureCode, Head, VerifyOptions, VerifyReport};
+use attest_ledger::{Ledger, NodeId, RunId, TokenId};
 use std::path::{Path, PathBuf};
 
 /// The ledger directory used when neither `--ledger` nor the pipeline names one.
 pub const DEFAULT_LEDGER: &str = "attest-ledger";
 
-fn open_existing(dir: Option<PathBuf>) -> Result<Ledger, Failure> {
+pub(crate) fn open_existing(dir: Option<PathBuf>) -> Result<Ledger, Failure> {
     let dir = dir.unwrap_or_else(|| PathBuf::from(DEFAULT_LEDGER));
     if !dir.join("db").exists() {
         return Err(Failure::bad_input(format!(
@@ -22,7 +24,7 @@ fn open_existing(dir: Option<PathBuf>) -> Result<Ledger, Failure> {
     Ok(Ledger::open_for_reading(&dir)?)
 }
 
-fn resolve_run(ledger: &Ledger, run: &str) -> Result<RunId, Failure> {
+pub(crate) fn resolve_run(ledger: &Ledger, run: &str) -> Result<RunId, Failure> {
     if run == "latest" {
         return ledger.latest_run()?.map(|r| r.run).ok_or_else(|| {
             Failure::bad_input(format!(
@@ -83,47 +85,159 @@ pub fn runs(dir: Option<PathBuf>, json: bool) -> Result<Code, Failure> {
     Ok(Code::Ok)
 }
 
-fn parse_head(s: &str) -> Result<Head, Failure> {
-    let bad = || {
-        Failure::bad_input(format!(
-            "--expect-head {s:?}: expected COUNT:HASH, e.g. 1234:3f2a…(64 hex digits)"
-        ))
-    };
-    let (count, hash) = s.split_once(':').ok_or_else(bad)?;
-    Ok(Head {
-        count: count.parse().map_err(|_| bad())?,
-        hash: Hash32::from_hex(hash).ok_or_else(bad)?,
-    })
-}
-
+/// `attest replay`: verification, optionally against a head kept outside the ledger.
 pub fn replay(
     dir: Option<PathBuf>,
     run: &str,
     expect_head: Option<&str>,
+    verify_key: Option<&Path>,
+    expect_purge_head: Option<&str>,
     json: bool,
 ) -> Result<Code, Failure> {
-    let expected_head = expect_head.map(parse_head).transpose()?;
+    let expectation = expect_head.map(heads::parse_expectation).transpose()?;
+    let purge_head = expect_purge_head.map(heads::parse_count_hash).transpose()?;
+    let key = verify_key.map(head::read_verifying_key).transpose()?;
+    if key.is_some() && !matches!(expectation, Some(Expectation::File(_))) {
+        return Err(Failure::bad_input(
+            "--verify-key checks a signed head file: give it as --expect-head FILE",
+        ));
+    }
     let ledger = open_existing(dir)?;
-    let run = match expected_head {
-        // A head kept outside says the run was recorded: if the ledger no longer has it,
-        // that is lost evidence (verify reports EMPTY_RUN, exit 4), not a mistyped id.
-        Some(_) if run != "latest" => {
-            RunId::new(run).map_err(|e| Failure::bad_input(e.to_string()))?
-        }
-        _ => resolve_run(&ledger, run)?,
-    };
     let started = std::time::Instant::now();
-    let report = ledger.verify(
-        &run,
+    let mut report = match expectation {
+        None => {
+            let run = resolve_run(&ledger, run)?;
+            verify(&ledger, &run, None)?
+        }
+        Some(Expectation::Head(h)) => {
+            let run = resolve_run(&ledger, run)?;
+            verify(&ledger, &run, Some(h))?
+        }
+        Some(Expectation::Hash(hash)) => {
+            let run = resolve_run(&ledger, run)?;
+            match heads::place_hash(&ledger, &run, &hash) {
+                Some(h) => verify(&ledger, &run, Some(h))?,
+                None => {
+                    // A log that does not walk is reported as such (the walk comes
+                    // before the head check); otherwise the chain was rewritten or
+                    // truncated before the head.
+                    let mut report = verify(&ledger, &run, None)?;
+                    let walk_failed = report.failure.as_ref().is_some_and(|f| {
+                        matches!(
+                            f.code,
+                            FailureCode::EmptyRun
+                                | FailureCode::DecodeFailed
+                                | FailureCode::SeqGap
+                                | FailureCode::RecordAltered
+                                | FailureCode::ChainBroken
+                                | FailureCode::RuleViolation
+                        )
+                    });
+                    if !walk_failed {
+                        report.failure = Some(attest_ledger::verify::Failure {
+                            code: FailureCode::HeadMismatch,
+                            seq: None,
+                            expected: format!("a record with hash {hash}"),
+                            found: format!("{} records, none with it", report.events),
+                            message:
+                                "no record of the run has the head's hash: truncated or rewritten"
+                                    .into(),
+                        });
+                    }
+                    report
+                }
+            }
+        }
+        Some(Expectation::File(file)) => file_head(&ledger, run, &file, key.as_ref())?,
+    };
+    if let (Some(expected), true) = (purge_head, report.ok()) {
+        report.failure = heads::check_purge_head(&ledger, expected)?;
+    }
+    print_report(&report, started.elapsed(), json);
+    Ok(if report.ok() {
+        Code::Ok
+    } else {
+        Code::Integrity
+    })
+}
+
+fn verify(
+    ledger: &Ledger,
+    run: &RunId,
+    expected_head: Option<Head>,
+) -> Result<VerifyReport, Failure> {
+    Ok(ledger.verify(
+        run,
         &VerifyOptions {
             expected_head,
             skip_payloads: false,
         },
-    )?;
-    let elapsed = started.elapsed();
+    )?)
+}
+
+/// Verification against a head file: its signature first (when a key is given), then its
+/// run, then the ledger against its head.
+fn file_head(
+    ledger: &Ledger,
+    run: &str,
+    file: &SignedHead,
+    key: Option<&attest_ledger::head::VerifyingKey>,
+) -> Result<VerifyReport, Failure> {
+    match key {
+        Some(key) => {
+            if let Err(problem) = file.check_signature(key) {
+                return Ok(heads::early_failure(
+                    &file.run,
+                    FailureCode::HeadSignatureInvalid,
+                    "a head signed by the verification key".into(),
+                    problem.to_string(),
+                    "the head kept outside the ledger cannot be trusted".into(),
+                ));
+            }
+        }
+        None if file.signature.is_some() => return Err(Failure::bad_input(
+            "the head file is signed: give --verify-key FILE (the signer's public key) to check it",
+        )),
+        None => {}
+    }
+    let head = file
+        .head()
+        .ok_or_else(|| Failure::bad_input("the head file's hash is not 64 hex digits"))?;
+    // `--run latest` (the default) means the head's own run.
+    let wanted = if run == "latest" {
+        file.run.as_str()
+    } else {
+        run
+    };
+    let mismatch = |found: String, message: &str| {
+        heads::early_failure(
+            wanted,
+            FailureCode::HeadMismatch,
+            format!("run {}", file.run),
+            found,
+            message.to_string(),
+        )
+    };
+    if wanted != file.run {
+        return Ok(mismatch(
+            format!("run {wanted}"),
+            "the head file is for another run",
+        ));
+    }
+    let id = RunId::new(wanted).map_err(|e| Failure::bad_input(e.to_string()))?;
+    if ledger.run_record(&id)?.is_none() {
+        return Ok(mismatch(
+            "no such run".into(),
+            "the ledger has no run named by the head kept outside it: deleted or replaced",
+        ));
+    }
+    verify(ledger, &id, Some(head))
+}
+
+fn print_report(report: &VerifyReport, elapsed: std::time::Duration, json: bool) {
+    let run = &report.run;
     if json {
-        let mut v =
-            serde_json::to_value(&report).map_err(|e| Failure::run_failed(e.to_string()))?;
+        let mut v = serde_json::to_value(report).unwrap_or_default();
         if let Some(obj) = v.as_object_mut() {
             // Hashes are hex for people and tools (the derived form is a byte array).
             if let Some(h) = report.head {
@@ -148,11 +262,6 @@ pub fn replay(
             println!("head {}:{}", h.count, h.hash);
         }
     }
-    Ok(if report.ok() {
-        Code::Ok
-    } else {
-        Code::Integrity
-    })
 }
 
 pub fn lineage(

@@ -2,6 +2,9 @@
 
 mod commands;
 mod exit;
+mod export_cmd;
+mod heads;
+mod purge_cmd;
 mod render;
 mod run_cmd;
 
@@ -68,9 +71,16 @@ enum Command {
         /// Only verify the ledger (re-execution is not available yet, so this is implied)
         #[arg(long)]
         verify_only: bool,
-        /// A head kept outside the ledger, as COUNT:HASH (from `attest run`'s output)
-        #[arg(long, value_name = "COUNT:HASH")]
+        /// A head kept outside the ledger: COUNT:HASH (as `attest run` prints it), a bare
+        /// HASH, or a head file from `attest head --sign-key`
+        #[arg(long, value_name = "COUNT:HASH|HASH|FILE")]
         expect_head: Option<String>,
+        /// The public key (PEM) that must have signed the --expect-head file
+        #[arg(long, value_name = "FILE")]
+        verify_key: Option<PathBuf>,
+        /// A head of the ledger's purge log kept outside it, as COUNT:HASH (from `attest purge`)
+        #[arg(long, value_name = "COUNT:HASH")]
+        expect_purge_head: Option<String>,
         /// Print JSON
         #[arg(long)]
         json: bool,
@@ -93,6 +103,63 @@ enum Command {
         /// Output format
         #[arg(long, value_enum, default_value = "text")]
         format: render::LineageFormat,
+    },
+    /// Print a run's head (event count and last hash), or make a head file, signed with --sign-key
+    Head {
+        #[command(flatten)]
+        ledger: LedgerArg,
+        #[command(flatten)]
+        run: RunArg,
+        /// Sign the head (after verifying the run) with this ed25519 private key (PKCS#8 PEM)
+        #[arg(long, value_name = "FILE")]
+        sign_key: Option<PathBuf>,
+        /// Write a head file (signed with --sign-key) to FILE, after verifying the run
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make an ed25519 key pair for signing heads: FILE (private) and FILE.pub (public)
+    Keygen {
+        /// Where to write the private key; the public key goes to FILE.pub
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Export a run's chain (jsonl, checkable with verify-export) or OpenLineage events
+    Export {
+        #[command(flatten)]
+        ledger: LedgerArg,
+        #[command(flatten)]
+        run: RunArg,
+        /// The file to write
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Output format
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: export_cmd::ExportFormat,
+    },
+    /// Check a jsonl export without the ledger: chain, sequence, rules, manifest
+    VerifyExport {
+        /// The export file
+        file: PathBuf,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Purge payload bytes of old finished runs, recording the purge in the ledger
+    Purge {
+        #[command(flatten)]
+        ledger: LedgerArg,
+        /// Purge payloads (rows, values, call bodies); hashes and configurations stay
+        #[arg(long)]
+        payloads: bool,
+        /// Only finished runs started more than DAYS days ago
+        #[arg(long, value_name = "DAYS")]
+        older_than: u64,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
     },
     /// List the plugins this build supports
     Plugins,
@@ -124,8 +191,44 @@ fn main() -> ExitCode {
             run,
             verify_only: _,
             expect_head,
+            verify_key,
+            expect_purge_head,
             json,
-        } => commands::replay(ledger.ledger, &run.run, expect_head.as_deref(), json),
+        } => commands::replay(
+            ledger.ledger,
+            &run.run,
+            expect_head.as_deref(),
+            verify_key.as_deref(),
+            expect_purge_head.as_deref(),
+            json,
+        ),
+        Command::Head {
+            ledger,
+            run,
+            sign_key,
+            out,
+            json,
+        } => heads::head(
+            ledger.ledger,
+            &run.run,
+            sign_key.as_deref(),
+            out.as_deref(),
+            json,
+        ),
+        Command::Keygen { out } => heads::keygen(&out),
+        Command::Export {
+            ledger,
+            run,
+            out,
+            format,
+        } => export_cmd::export(ledger.ledger, &run.run, &out, format),
+        Command::VerifyExport { file, json } => export_cmd::verify_export(&file, json),
+        Command::Purge {
+            ledger,
+            payloads,
+            older_than,
+            json,
+        } => purge_cmd::purge(ledger.ledger, payloads, older_than, json),
         Command::Lineage {
             ledger,
             run,

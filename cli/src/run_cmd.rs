@@ -86,7 +86,21 @@ pub fn run(pipeline: &Path, ledger_dir: Option<PathBuf>, json: bool) -> Result<C
     if let Some(b) = bar {
         b.finish_and_clear();
     }
-    report(&summary, &dir, json);
+    let head = attest_ledger::verify::Head {
+        count: summary.events,
+        hash: summary.head,
+    };
+    // The run is recorded whatever happens here: a heads log that cannot be written is
+    // worth a warning, not a failed run.
+    let heads_log = crate::heads::record(&dir, &summary.run_id, head, summary.status.name())
+        .map_err(|e| {
+            eprintln!(
+                "attest: warning: could not append the run's head to {}: {e}",
+                dir.join(crate::heads::HEADS_LOG).display()
+            )
+        })
+        .ok();
+    report(&summary, &dir, heads_log.as_deref(), json);
     Ok(match summary.status {
         RunStatus::Completed => Code::Ok,
         RunStatus::Interrupted => Code::Interrupted,
@@ -94,7 +108,7 @@ pub fn run(pipeline: &Path, ledger_dir: Option<PathBuf>, json: bool) -> Result<C
     })
 }
 
-fn report(s: &RunSummary, ledger: &Path, json: bool) {
+fn report(s: &RunSummary, ledger: &Path, heads_log: Option<&Path>, json: bool) {
     let secs = s.elapsed.as_secs_f64();
     let rate = if secs > 0.0 {
         s.rows as f64 / secs
@@ -118,6 +132,7 @@ fn report(s: &RunSummary, ledger: &Path, json: bool) {
             "elapsed_ms": s.elapsed.as_millis() as u64,
             "events": s.events,
             "head": format!("{}:{}", s.events, s.head),
+            "heads_log": heads_log.map(|p| p.display().to_string()),
             "error": s.error,
         });
         println!("{v}");
@@ -136,6 +151,12 @@ fn report(s: &RunSummary, ledger: &Path, json: bool) {
     println!("  elapsed      {secs:.2}s ({rate:.0} rows/s)");
     println!("  ledger       {} ({} events)", ledger.display(), s.events);
     println!("  head         {}:{}", s.events, s.head);
+    if let Some(p) = heads_log {
+        println!(
+            "  heads log    {} (keep a copy outside the ledger)",
+            p.display()
+        );
+    }
     if let Some(e) = &s.error {
         println!("  error        {e}");
     }

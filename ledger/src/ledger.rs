@@ -208,36 +208,14 @@ impl Ledger {
         Ok(self.runs()?.pop())
     }
 
-    /// Purges payload bytes: each hash's bytes are removed and a tombstone (when, why) is
-    /// written in their place, in one atomic batch, then flushed. Events keep the hashes,
-    /// so every chain still verifies; verification counts the payload as purged instead
-    /// of missing. Returns how many payloads had bytes to remove.
-    ///
-    /// The tombstone is not itself hash-chained: recording purges in a chain of their own
-    /// is `attest purge`'s work (issue 3).
+    /// Purges payload bytes and records the purge in the purge log (see [`crate::purge`]),
+    /// in one atomic batch, then flushed. Events keep the hashes, so every chain still
+    /// verifies; verification counts the payload as purged instead of missing. Returns how
+    /// many payloads had bytes to remove.
     pub fn purge_payloads(&self, hashes: &[Hash32], reason: &str, at_ms: u64) -> Result<usize> {
-        let store = self.store();
-        let tombstone = crate::codec::encode(&(at_ms, reason))?;
-        let mut batch = sled::Batch::default();
-        let mut removed = 0;
-        for h in hashes {
-            let key = crate::projection::payload_key(h);
-            if store
-                .db
-                .contains_key(&key)
-                .map_err(|e| store.storage_err(e))?
-            {
-                removed += 1;
-            }
-            batch.remove(key);
-            batch.insert(crate::projection::purged_key(h), tombstone.clone());
-        }
-        store
-            .db
-            .apply_batch(batch)
-            .map_err(|e| store.storage_err(e))?;
-        store.flush()?;
-        Ok(removed)
+        Ok(self
+            .purge_recorded(Vec::new(), hashes, reason, at_ms)?
+            .removed)
     }
 
     /// Stores bytes in the payload store (outside any commit; idempotent) and returns

@@ -6,6 +6,9 @@
 //! - [`ledger`]: the API — [`Ledger`], [`RunHandle`], [`StateHandle`].
 //! - [`verify`]: chain, sequence, projection and payload verification.
 //! - [`lineage`]: how an output came to be, from indexes.
+//! - [`export`]: a run's chain as JSON lines, checkable without the ledger.
+//! - [`head`]: heads kept outside the ledger, signed with ed25519.
+//! - [`purge`]: purging payload bytes, recorded in a hash-chained purge log.
 //!
 //! The on-disk format is specified in `docs/ledger-format.md`.
 
@@ -14,10 +17,14 @@ pub mod canonical;
 pub mod codec;
 pub mod error;
 pub mod event;
+pub mod export;
+pub mod head;
 pub mod ids;
 pub mod ledger;
 pub mod lineage;
 pub mod projection;
+pub mod purge;
+mod records;
 pub mod rules;
 pub mod store;
 pub mod verify;

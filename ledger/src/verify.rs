@@ -42,6 +42,9 @@ pub enum FailureCode {
     PayloadMissing,
     /// The chain does not reach, or does not match, the head kept outside the ledger.
     HeadMismatch,
+    /// A signed head kept outside the ledger is unsigned, malformed, or not signed by the
+    /// operator's key.
+    HeadSignatureInvalid,
 }
 
 impl FailureCode {
@@ -57,6 +60,7 @@ impl FailureCode {
             FailureCode::PayloadMismatch => "PAYLOAD_MISMATCH",
             FailureCode::PayloadMissing => "PAYLOAD_MISSING",
             FailureCode::HeadMismatch => "HEAD_MISMATCH",
+            FailureCode::HeadSignatureInvalid => "HEAD_SIGNATURE_INVALID",
         }
     }
 }
@@ -138,7 +142,7 @@ fn fail(
 }
 
 /// Hashes an event references in the payload store, with the seq of the first reference.
-fn referenced_payloads(event: &Event, out: &mut Vec<Hash32>) {
+pub(crate) fn referenced_payloads(event: &Event, out: &mut Vec<Hash32>) {
     match event {
         Event::RunStarted { config_hash, .. } => out.push(*config_hash),
         Event::RowIngested { payload, .. } => out.push(*payload),
@@ -320,7 +324,20 @@ impl Ledger {
             return Ok(());
         }
         if let Some(states) = payloads {
-            report.failure = payload_report(&walk.payloads, &states?, report);
+            let mut states = states?;
+            // A tombstone only says where to look: a payload counts as purged when an
+            // intact purge-log record made since the run started names it, else it is
+            // missing (tampering).
+            if states.contains(&PayloadState::Purged) {
+                let since = self.run_record(run)?.map_or(0, |r| r.started_at_ms);
+                let recorded = crate::purge::read_log(store)?.purged_since(since);
+                for (state, (hash, _)) in states.iter_mut().zip(&walk.payloads) {
+                    if *state == PayloadState::Purged && !recorded.contains(hash) {
+                        *state = PayloadState::Missing;
+                    }
+                }
+            }
+            report.failure = payload_report(&walk.payloads, &states, report);
         }
         Ok(())
     }

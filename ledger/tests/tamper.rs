@@ -669,11 +669,18 @@ fn a_deleted_payload_is_missing_unless_its_purge_was_recorded() {
         failure(&c.ledger, &plain()),
         (FailureCode::PayloadMissing, Some(seq))
     );
-    // A purge keeps the hash and says so; the chain still verifies.
+    // A bare tombstone, written behind the ledger's back, is not a recorded purge.
     c.ledger
         .raw_db()
         .insert(projection::purged_key(&hash), Vec::new())
         .unwrap();
+    assert_eq!(
+        failure(&c.ledger, &plain()),
+        (FailureCode::PayloadMissing, Some(seq))
+    );
+    // A purge recorded in the purge log keeps the hash and says so; the chain still
+    // verifies.
+    c.ledger.purge_payloads(&[hash], "retention", 1).unwrap();
     let report = c.ledger.verify(&fixture().run, &plain()).unwrap();
     assert!(report.ok(), "{:?}", report.failure);
     assert_eq!(report.payloads_purged, 1);
