@@ -4,6 +4,8 @@
 //! commit), and the calling thread sequences finished rows into the sinks. Rows flow
 //! through bounded channels, so memory is bounded by the reorder window, not the input.
 
+mod batch;
+mod coalesce;
 pub mod io;
 mod sequencer;
 pub mod worker;
@@ -217,7 +219,27 @@ pub fn execute(
         let mut total: Option<u64> = None;
         let mut fatal = false;
         while total != Some(sequencer.released()) {
-            let Ok(msg) = msg_rx.recv() else { break };
+            // Open batches and coalesce groups time out by the clock, not only when the
+            // next row arrives.
+            let msg = match sequencer.deadline() {
+                Some(at) if !fatal => match msg_rx.recv_deadline(at) {
+                    Ok(m) => m,
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                        if let Err(e) = sequencer.tick() {
+                            failure.get_or_insert(e);
+                            fatal = true;
+                            abort.store(true, Ordering::Relaxed);
+                            total = Some(sequencer.released());
+                        }
+                        continue;
+                    }
+                    Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+                },
+                _ => match msg_rx.recv() {
+                    Ok(m) => m,
+                    Err(_) => break,
+                },
+            };
             match msg {
                 Msg::Row(Ok(r)) => {
                     if !fatal {
@@ -258,6 +280,13 @@ pub fn execute(
         drop(msg_rx);
     });
     let interrupted = failure.is_none() && opts.interrupt.load(Ordering::Relaxed);
+    // The source is exhausted: batches flush and coalesce groups resolve. An interrupted
+    // or failed run leaves them as they are.
+    if failure.is_none() && !interrupted {
+        if let Err(e) = sequencer.end_of_source() {
+            failure.get_or_insert(e);
+        }
+    }
 
     // Rows already written are made durable and their outcomes recorded, whatever happened.
     let totals = match sequencer.finish() {
