@@ -192,7 +192,12 @@ pub fn process_record(
     } = w;
     Ok(RowResult {
         row_index,
-        commit: Some(run.submit_nowait(commit, Durability::Buffered)?),
+        // A row that went straight to an aggregation or coalesce recorded nothing yet.
+        commit: if commit.items.is_empty() {
+            None
+        } else {
+            Some(run.submit_nowait(commit, Durability::Buffered)?)
+        },
         deliveries,
         held,
         failed,
