@@ -56,7 +56,7 @@ impl Transform for Erratic {
         if h % 100 < self.rate {
             return Err(TransformError {
                 reason: json!({"reason": "erratic"}),
-                retryable: h % 2 == 0,
+                retryable: h.is_multiple_of(2),
             });
         }
         let mut out = row.clone();
