@@ -212,9 +212,18 @@ impl Coalescer {
         let outer = token.forks[..token.forks.len() - 1].to_vec();
         let g = self.group(node, &parent, s.branches.len(), outer);
         if g.resolved || g.arrived[bi].is_some() || g.lost[bi] {
-            // ELSPETH drops late arrivals; attest records why.
+            // ELSPETH drops late arrivals; attest records why. The branch is accounted
+            // for here, so the token ends without reporting itself lost again.
+            if g.arrived[bi].is_none() {
+                g.lost[bi] = true;
+            }
+            let late = Token {
+                id: token.id,
+                row: Row::new(),
+                forks: Vec::new(),
+            };
             w.end(
-                &token,
+                &late,
                 Outcome::Failed {
                     error: format!(
                         "coalesce {}: branch `{branch}` of {parent} arrived after the group was resolved",
