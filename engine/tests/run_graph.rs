@@ -435,3 +435,120 @@ fn rows_a_sink_cannot_write_are_diverted_to_its_failsink() {
         .unwrap()
         .contains("failsink strict_failsink"));
 }
+
+/// Branch `b` waits in a passthrough aggregation that only flushes at the end of the
+/// source; the best_effort coalesce times out by its timer and merges branch `a` alone
+/// while the source is idle. Row 0's `b` arrives after that merge and ends failed.
+#[test]
+fn a_coalesce_times_out_by_its_timer_while_a_branch_waits_in_a_batch() {
+    struct Same;
+    impl BatchTransform for Same {
+        fn process_batch(&self, rows: &[Row]) -> Result<Vec<Row>, TransformError> {
+            Ok(rows.to_vec())
+        }
+    }
+    struct Always;
+    impl Condition for Always {
+        fn route_label(&self, _: &Row) -> Result<String, String> {
+            Ok("fan".into())
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(dir.path()).unwrap();
+    let plan = Plan {
+        source: SourcePlan {
+            id: id("source"),
+            plugin: "mem".into(),
+            config_hash: Hash32::ZERO,
+            path: "mem".into(),
+            on_success: Target::Node(0),
+            on_validation_failure: None,
+        },
+        nodes: vec![
+            node(
+                "split",
+                NodeKind::Gate,
+                NodeExec::Gate {
+                    condition: Box::new(Always),
+                    routes: vec![(
+                        "fan".into(),
+                        Target::Fork(vec![
+                            ForkBranch {
+                                name: "a".into(),
+                                target: Target::Node(2),
+                                coalesce: Some(2),
+                            },
+                            ForkBranch {
+                                name: "b".into(),
+                                target: Target::Node(1),
+                                coalesce: Some(2),
+                            },
+                        ]),
+                    )],
+                },
+            ),
+            node(
+                "hold",
+                NodeKind::Aggregation,
+                NodeExec::Aggregation {
+                    plugin: Box::new(Same),
+                    trigger: BatchTrigger {
+                        count: Some(1000),
+                        ..BatchTrigger::default()
+                    },
+                    mode: BatchMode::Passthrough,
+                    expected_output_count: None,
+                    on_success: Target::Node(2),
+                },
+            ),
+            node(
+                "join",
+                NodeKind::Coalesce,
+                NodeExec::Coalesce {
+                    branches: vec!["a".into(), "b".into()],
+                    policy: CoalescePolicy::BestEffort,
+                    merge: MergeStrategy::Nested,
+                    timeout: Some(Duration::from_millis(200)),
+                    on_success: sink(0),
+                },
+            ),
+        ],
+        sinks: sinks(&["out"]),
+        edges: vec![],
+        retry: RetryPolicy::default(),
+    };
+    let mut src = source(vec![json!({"id": 0}), json!({"id": 1})]);
+    src.pause_before = Some((1, Duration::from_millis(1500)));
+    let resumed = src.resumed.clone();
+    let out = MemSink::default();
+    let s = run(&plan, src, std::slice::from_ref(&out), &ledger);
+    // Row 1's group is still waiting at the end of the source, when the batch flushes
+    // first (as in ELSPETH): both its branches arrive and merge.
+    assert_eq!(
+        out.rows(),
+        vec![
+            json!({"a": {"id": 0}}),
+            json!({"a": {"id": 1}, "b": {"id": 1}})
+        ]
+    );
+    let first_written = out.0.lock().unwrap()[0].0;
+    assert!(first_written < resumed.lock().unwrap().unwrap());
+    let l = lineage(&ledger, &s, "t0+join");
+    assert_eq!(
+        l.tokens
+            .iter()
+            .find(|t| t.token == "t0+join")
+            .unwrap()
+            .parents,
+        ["t0.a"]
+    );
+    let late = lineage(&ledger, &s, "t0.b");
+    let late = late.tokens.iter().find(|t| t.token == "t0.b").unwrap();
+    let o = late.outcome.as_ref().unwrap();
+    assert_eq!(o.outcome, "failed");
+    assert!(o
+        .detail
+        .as_deref()
+        .unwrap()
+        .contains("after the group was resolved"));
+}
