@@ -114,6 +114,13 @@ fn fork_coalesce_example_joins_both_branches_into_a_nested_row() {
     assert_eq!(pricing["outcome"]["outcome"], "coalesced");
     let merged = token(&l, "t2+join");
     assert_eq!(strs(&merged["parents"]), ["t2.pricing", "t2.contact"]);
+    // The merge is recorded as the merged token's state: branch rows in, merged row out.
+    assert_eq!(merged["states"][0]["node"], "join");
+    assert_eq!(merged["states"][0]["input"]["pricing"]["price"], 99.0);
+    assert_eq!(
+        merged["states"][0]["output"]["contact"]["customer"],
+        "Grace"
+    );
     assert_eq!(merged["outcome"]["sink"], "merged");
 }
 
@@ -337,10 +344,10 @@ fn coalesce_policies_and_merges() {
          {\"id\": 3, \"v\": 30, \"b\": \"keep\", \"cv\": 30}\n"
     );
     let l = lineage(&s, "out:0");
-    assert_eq!(
-        strs(&token(&l, "t0+join")["parents"]),
-        ["t0.a", "t0.b", "t0.c"]
-    );
+    let merged = token(&l, "t0+join");
+    assert_eq!(strs(&merged["parents"]), ["t0.a", "t0.b", "t0.c"]);
+    assert_eq!(merged["states"][0]["input"]["c"]["cv"], 10);
+    assert_eq!(merged["states"][0]["output"]["cv"], 10);
     // The failed group's arrived branches end failed with the reason.
     let out = s
         .attest()

@@ -308,6 +308,15 @@ impl Coalescer {
                         parents,
                         merged: merged.clone(),
                     });
+                    // The merge is the merged token's first state: its input is every
+                    // arrived branch's row (by branch), its output the merged row.
+                    let mut inputs = Row::new();
+                    for (b, t) in s.branches.iter().zip(&g.arrived) {
+                        if let Some(t) = t {
+                            inputs.insert(b.clone(), Value::Object(t.row.clone()));
+                        }
+                    }
+                    w.completed_state(&merged, s.name, &Value::Object(inputs), &row)?;
                     // The consumed tokens' rows are no longer needed.
                     for a in g.arrived.iter_mut() {
                         if let Some(t) = a.as_mut() {

@@ -379,6 +379,31 @@ impl<'a> Walker<'a> {
         }
     }
 
+    /// Records a state that a node completed in one step (a coalesce's merge): opened and
+    /// closed with its input and output.
+    pub(crate) fn completed_state(
+        &mut self,
+        token: &TokenId,
+        node: &attest_ledger::NodeId,
+        input: &Value,
+        output: &Row,
+    ) -> Result<(), EngineError> {
+        let started = Instant::now();
+        let input = self.payloads.store_value(input)?;
+        let output = self.payloads.store_row(output)?;
+        let state = StateId {
+            subject: Subject::Token(token.clone()),
+            node: node.clone(),
+            attempt: 1,
+        };
+        self.commit.push(Event::StateOpened {
+            state: state.clone(),
+            input,
+        });
+        self.close(&state, StateResult::Completed { output }, started);
+        Ok(())
+    }
+
     /// Opens the state of `token`'s attempt at `node`.
     fn open(&mut self, token: &TokenId, node: &NodePlan, attempt: u32, input: Hash32) -> StateId {
         let state = StateId {
