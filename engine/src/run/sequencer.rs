@@ -22,6 +22,8 @@ use std::collections::BTreeMap;
 /// so this trades the cost of fsyncs against how much is written but not yet recorded
 /// (which a resume would truncate and redo).
 const FLUSH_ROWS: usize = 8192;
+/// Sequencer events gathered before they are sent as one commit.
+const STRUCTURAL_EVENTS: usize = 4096;
 /// Worker commits that may be outstanding before the sequencer waits for the oldest.
 const MAX_UNCONFIRMED: usize = 1024;
 /// A slow pipeline still records outcomes at least this often.
@@ -48,6 +50,8 @@ pub struct Sequencer<'a> {
     pub quarantined: u64,
     batches: Batches,
     coalesce: Coalescer,
+    /// Events of the aggregations, coalesces and the walks they release, not yet sent.
+    structural: Commit,
 }
 
 impl<'a> Sequencer<'a> {
@@ -75,6 +79,7 @@ impl<'a> Sequencer<'a> {
             quarantined: 0,
             batches: Batches::new(plan),
             coalesce: Coalescer::default(),
+            structural: Commit::new(),
         }
     }
 
@@ -169,11 +174,12 @@ impl<'a> Sequencer<'a> {
             discarded,
             ..
         } = w;
-        if !commit.items.is_empty() {
-            // Sent after the commits of the rows it follows, so the writer applies it after
-            // them; checked before the next outcomes are recorded, like a worker's.
-            self.commits
-                .push(self.run.submit_nowait(commit, Durability::Buffered)?);
+        // Gathered across rows and sent in groups: always after the commits of the rows
+        // it follows (already sent), and always before the outcomes that depend on it
+        // (`flush` sends it first); checked before those outcomes, like a worker's.
+        self.structural.items.extend(commit.items);
+        if self.structural.items.len() >= STRUCTURAL_EVENTS {
+            self.send_structural()?;
         }
         self.failed += failed;
         self.discarded += discarded;
@@ -303,8 +309,18 @@ impl<'a> Sequencer<'a> {
     }
 
     /// Makes every written row durable, then records their outcomes.
+    fn send_structural(&mut self) -> Result<(), EngineError> {
+        if !self.structural.items.is_empty() {
+            let commit = std::mem::take(&mut self.structural);
+            self.commits
+                .push(self.run.submit_nowait(commit, Durability::Buffered)?);
+        }
+        Ok(())
+    }
+
     pub fn flush(&mut self) -> Result<(), EngineError> {
         self.last_flush = std::time::Instant::now();
+        self.send_structural()?;
         // A worker's commit that failed means its row's events are not in the ledger:
         // stop before recording anything that depends on them.
         for p in self.commits.drain(..) {
