@@ -2,7 +2,10 @@
 //! target, instantiates plugins, compiles gate conditions. Every problem found is reported
 //! with the file, line and column it comes from.
 
-use crate::config::{ConfigError, Loc, PipelineConfig, TransformOptions};
+use crate::config::{
+    AggregationOptions, ConfigError, Loc, OutputMode, PipelineConfig, TransformOptions,
+};
+use crate::config::{CoalescePolicy as CPolicy, MergeStrategy as CMerge};
 use crate::config::{EdgeLabel, Graph, GraphNode, NodeKind as GKind};
 use crate::expr::Expr;
 use crate::plan::*;
@@ -10,15 +13,27 @@ use crate::transforms;
 use crate::value::Row;
 use attest_ledger::{Hash32, NodeId, NodeKind};
 use std::path::Path;
+use std::time::Duration;
 
 /// Plugins this build runs, by kind (`attest plugins`).
 pub const PLUGINS: &[(&str, &[&str])] = &[
     ("source", &["csv", "json"]),
     (
         "transform",
-        &["passthrough", "field_mapper", "truncate", "keyword_filter"],
+        &[
+            "passthrough",
+            "field_mapper",
+            "truncate",
+            "keyword_filter",
+            "json_explode",
+        ],
     ),
-    ("gate", &["condition (expression language)"]),
+    (
+        "gate",
+        &["condition (expression language), with fork routes"],
+    ),
+    ("aggregation", &["batch_stats", "batch_replicate"]),
+    ("coalesce", &["require_all | first | quorum | best_effort"]),
     ("sink", &["csv", "json"]),
 ];
 
@@ -73,7 +88,7 @@ fn check_supported(config: &PipelineConfig) -> Vec<String> {
     for t in &config.transforms {
         if matches!(
             t.options,
-            TransformOptions::JsonExplode(_) | TransformOptions::Llm(_) | TransformOptions::Http(_)
+            TransformOptions::Llm(_) | TransformOptions::Http(_)
         ) {
             errors.push(err_at(
                 config,
@@ -103,24 +118,16 @@ fn check_supported(config: &PipelineConfig) -> Vec<String> {
         }
     }
     for a in &config.aggregations {
-        errors.push(err_at(
-            config,
-            a.name.loc,
-            format!(
-                "aggregation `{}`: aggregations are not supported by this build yet",
-                a.name.value
-            ),
-        ));
-    }
-    for c in &config.coalesce {
-        errors.push(err_at(
-            config,
-            c.name.loc,
-            format!(
-                "coalesce `{}`: coalesce is not supported by this build yet",
-                c.name.value
-            ),
-        ));
+        if let AggregationOptions::LlmBatch(_) = a.options {
+            errors.push(err_at(
+                config,
+                a.loc,
+                format!(
+                    "aggregation `{}`: plugin `llm_batch` is not supported by this build yet",
+                    a.name.value
+                ),
+            ));
+        }
     }
     for g in &config.gates {
         // ELSPETH: a statically boolean condition routes by exactly 'true' and 'false'.
@@ -139,18 +146,17 @@ fn check_supported(config: &PipelineConfig) -> Vec<String> {
                 ));
             }
         }
-        if let Some(r) = g.routes.iter().find(|r| r.is_fork()) {
-            errors.push(err_at(
-                config,
-                r.destination.loc,
-                format!(
-                    "gate `{}`: fork routes are not supported by this build yet",
-                    g.name.value
-                ),
-            ));
-        }
     }
     errors
+}
+
+/// An aggregation's trigger condition compiled from the expression language.
+struct ExprPredicate(Expr);
+
+impl Predicate for ExprPredicate {
+    fn holds(&self, row: &Row) -> Result<bool, String> {
+        self.0.eval_truthy(row).map_err(|e| e.to_string())
+    }
 }
 
 /// A gate condition compiled from the expression language.
@@ -189,11 +195,14 @@ fn source_id(config: &PipelineConfig) -> String {
 /// Builds the executable plan. Sources and sinks are opened separately (`open.rs`).
 pub fn plan(config: &PipelineConfig) -> Result<Plan, String> {
     let g = &config.graph;
-    // Plan node index of each graph node that is a transform or gate.
+    // Plan node index of each graph node that is processed by the executor.
     let mut index = vec![None; g.nodes.len()];
     let mut n = 0;
     for (i, node) in g.nodes.iter().enumerate() {
-        if matches!(node.kind, GKind::Transform | GKind::Gate) {
+        if matches!(
+            node.kind,
+            GKind::Transform | GKind::Gate | GKind::Aggregation | GKind::Coalesce
+        ) {
             index[i] = Some(n);
             n += 1;
         }
@@ -216,6 +225,25 @@ pub fn plan(config: &PipelineConfig) -> Result<Plan, String> {
     let edge = |node: &GraphNode, want: &dyn Fn(&EdgeLabel) -> bool| {
         node.edges.iter().find(|e| want(&e.label)).map(|e| e.to.0)
     };
+    let success = |node: &GraphNode, what: &str| match edge(node, &|l| *l == EdgeLabel::Success) {
+        Some(to) => target(to, false),
+        None => Err(format!("{what} `{}` has no on_success", node.name)),
+    };
+    // The coalesce (plan index) that joins each fork branch.
+    let coalesce_of = |branch: &str| -> Option<usize> {
+        config.coalesce.iter().find_map(|c| {
+            c.branches
+                .iter()
+                .any(|b| b.name.value == branch)
+                .then(|| {
+                    g.nodes
+                        .iter()
+                        .position(|n| n.kind == GKind::Coalesce && n.name == c.name.value)
+                        .and_then(|i| index[i])
+                })
+                .flatten()
+        })
+    };
 
     let src_node = g.source().ok_or("the pipeline has no source")?;
     let source = SourcePlan {
@@ -226,10 +254,7 @@ pub fn plan(config: &PipelineConfig) -> Result<Plan, String> {
         },
         config_hash: config_hash(&config.source),
         path: config.source.options.path.value.clone(),
-        on_success: match edge(src_node, &|l| *l == EdgeLabel::Success) {
-            Some(to) => target(to, false)?,
-            None => return Err("the source has no on_success".into()),
-        },
+        on_success: success(src_node, "the source")?,
         on_validation_failure: edge(src_node, &|l| *l == EdgeLabel::ValidationFailure)
             .and_then(|to| g.nodes.get(to).map(|n| n.index)),
     };
@@ -242,14 +267,27 @@ pub fn plan(config: &PipelineConfig) -> Result<Plan, String> {
                     .transforms
                     .get(node.index)
                     .ok_or("transform index out of range")?;
-                let on_success = match edge(node, &|l| *l == EdgeLabel::Success) {
-                    Some(to) => target(to, false)?,
-                    None => return Err(format!("transform `{}` has no on_success", node.name)),
-                };
+                let on_success = success(node, "transform")?;
                 let on_error = match edge(node, &|l| *l == EdgeLabel::Error) {
                     Some(to) => target(to, true)?,
                     None => Target::Discard {
                         reason: format!("{}: on_error is discard", node.name),
+                    },
+                };
+                let exec = match &t.options {
+                    TransformOptions::JsonExplode(o) => NodeExec::Expand {
+                        plugin: Box::new(transforms::JsonExplode {
+                            array_field: o.array_field.clone(),
+                            output_field: o.output_field.clone(),
+                            include_index: o.include_index,
+                        }),
+                        on_success,
+                        on_error,
+                    },
+                    other => NodeExec::Transform {
+                        plugin: transform(other)?,
+                        on_success,
+                        on_error,
                     },
                 };
                 nodes.push(NodePlan {
@@ -257,11 +295,7 @@ pub fn plan(config: &PipelineConfig) -> Result<Plan, String> {
                     kind: NodeKind::Transform,
                     plugin: t.options.plugin().into(),
                     config_hash: config_hash(t),
-                    exec: NodeExec::Transform {
-                        plugin: transform(&t.options)?,
-                        on_success,
-                        on_error,
-                    },
+                    exec,
                 });
             }
             GKind::Gate => {
@@ -271,11 +305,32 @@ pub fn plan(config: &PipelineConfig) -> Result<Plan, String> {
                     .ok_or("gate index out of range")?;
                 let expr = Expr::parse(&gc.condition.source)
                     .map_err(|e| format!("gate `{}`: {e}", node.name))?;
-                let mut routes = Vec::new();
+                let mut branches = Vec::new();
                 for e in &node.edges {
-                    if let EdgeLabel::Route(label) = &e.label {
-                        routes.push((label.clone(), target(e.to.0, true)?));
+                    if let EdgeLabel::Fork(b) = &e.label {
+                        branches.push(ForkBranch {
+                            name: b.clone(),
+                            // A branch named after a sink completes there.
+                            target: target(e.to.0, false)?,
+                            coalesce: coalesce_of(b),
+                        });
                     }
+                }
+                let mut routes = Vec::new();
+                for r in &gc.routes {
+                    let label = r.label.value.clone();
+                    if r.is_fork() {
+                        routes.push((label, Target::Fork(branches.clone())));
+                        continue;
+                    }
+                    let to = node
+                        .edges
+                        .iter()
+                        .find(|e| e.label == EdgeLabel::Route(label.clone()))
+                        .ok_or_else(|| {
+                            format!("gate `{}`: route `{label}` is not wired", node.name)
+                        })?;
+                    routes.push((label, target(to.to.0, true)?));
                 }
                 nodes.push(NodePlan {
                     id: node_id(&node.name)?,
@@ -288,27 +343,144 @@ pub fn plan(config: &PipelineConfig) -> Result<Plan, String> {
                     },
                 });
             }
+            GKind::Aggregation => {
+                let a = config
+                    .aggregations
+                    .get(node.index)
+                    .ok_or("aggregation index out of range")?;
+                let plugin: Box<dyn BatchTransform> = match &a.options {
+                    AggregationOptions::BatchStats(o) => Box::new(transforms::BatchStats {
+                        value_field: o.value_field.clone(),
+                        group_by: o.group_by.clone(),
+                        compute_mean: o.compute_mean,
+                    }),
+                    AggregationOptions::BatchReplicate(o) => Box::new(transforms::BatchReplicate {
+                        copies_field: o.copies_field.clone(),
+                        default_copies: o.default_copies,
+                        max_copies: o.max_copies,
+                        include_copy_index: o.include_copy_index,
+                    }),
+                    AggregationOptions::LlmBatch(_) => {
+                        return Err(format!(
+                        "aggregation `{}`: plugin `llm_batch` is not supported by this build yet",
+                        node.name
+                    ))
+                    }
+                };
+                let condition = match &a.trigger.condition {
+                    Some(c) => {
+                        Some(Box::new(ExprPredicate(Expr::parse(&c.source).map_err(|e| {
+                            format!("aggregation `{}`: trigger condition: {e}", node.name)
+                        })?)) as Box<dyn Predicate>)
+                    }
+                    None => None,
+                };
+                nodes.push(NodePlan {
+                    id: node_id(&node.name)?,
+                    kind: NodeKind::Aggregation,
+                    plugin: a.options.plugin().into(),
+                    config_hash: config_hash(a),
+                    exec: NodeExec::Aggregation {
+                        plugin,
+                        trigger: BatchTrigger {
+                            count: a.trigger.count,
+                            timeout: a.trigger.timeout_seconds.map(Duration::from_secs_f64),
+                            condition,
+                        },
+                        mode: match a.output_mode {
+                            OutputMode::Transform => BatchMode::Transform,
+                            OutputMode::Passthrough => BatchMode::Passthrough,
+                        },
+                        expected_output_count: a.expected_output_count,
+                        on_success: success(node, "aggregation")?,
+                    },
+                });
+            }
+            GKind::Coalesce => {
+                let c = config
+                    .coalesce
+                    .get(node.index)
+                    .ok_or("coalesce index out of range")?;
+                let branches: Vec<String> =
+                    c.branches.iter().map(|b| b.name.value.clone()).collect();
+                let select = || {
+                    c.select_branch
+                        .as_ref()
+                        .and_then(|s| branches.iter().position(|b| b == s))
+                        .ok_or_else(|| {
+                            format!("coalesce `{}`: select_branch is not a branch", node.name)
+                        })
+                };
+                nodes.push(NodePlan {
+                    id: node_id(&node.name)?,
+                    kind: NodeKind::Coalesce,
+                    plugin: "coalesce".into(),
+                    config_hash: config_hash(c),
+                    exec: NodeExec::Coalesce {
+                        policy: match c.policy {
+                            CPolicy::RequireAll => CoalescePolicy::RequireAll,
+                            CPolicy::First => CoalescePolicy::First,
+                            CPolicy::BestEffort => CoalescePolicy::BestEffort,
+                            CPolicy::Quorum => CoalescePolicy::Quorum(
+                                c.quorum_count.unwrap_or(branches.len() as u64) as usize,
+                            ),
+                        },
+                        merge: match c.merge {
+                            CMerge::Union => MergeStrategy::Union,
+                            CMerge::Nested => MergeStrategy::Nested,
+                            CMerge::Select => MergeStrategy::Select(select()?),
+                        },
+                        timeout: c.timeout_seconds.map(Duration::from_secs_f64),
+                        on_success: success(node, "coalesce")?,
+                        branches,
+                    },
+                });
+            }
             _ => {}
         }
     }
-    let sinks = config
-        .sinks
-        .iter()
-        .map(|s| {
-            Ok(SinkPlan {
-                id: node_id(&s.name.value)?,
-                plugin: format!("{:?}", s.plugin).to_lowercase(),
-                config_hash: config_hash(s),
-                path: s.options.path.value.clone(),
-            })
-        })
-        .collect::<Result<Vec<_>, String>>()?;
+    let mut sinks = Vec::new();
+    for s in &config.sinks {
+        let graph_node = g.find(GKind::Sink, &s.name.value);
+        let on_write_failure = match (&s.on_write_failure, graph_node) {
+            (None, _) => None,
+            (Some(w), _) if w.value == crate::config::DISCARD => Some(WriteFailure::Discard),
+            (Some(w), Some(gn)) => {
+                let to = edge(gn, &|l| *l == EdgeLabel::WriteFailure)
+                    .and_then(|to| g.nodes.get(to))
+                    .filter(|n| n.kind == GKind::Sink)
+                    .ok_or_else(|| {
+                        format!(
+                            "sink `{}`: failsink `{}` is not a sink",
+                            s.name.value, w.value
+                        )
+                    })?;
+                Some(WriteFailure::Sink(to.index))
+            }
+            (Some(_), None) => None,
+        };
+        sinks.push(SinkPlan {
+            id: node_id(&s.name.value)?,
+            plugin: format!("{:?}", s.plugin).to_lowercase(),
+            config_hash: config_hash(s),
+            path: s.options.path.value.clone(),
+            on_write_failure,
+        });
+    }
     let edges = ledger_edges(g, &source.id)?;
+    let r = &config.retry;
     Ok(Plan {
         source,
         nodes,
         sinks,
         edges,
+        retry: RetryPolicy {
+            max_attempts: r.max_attempts.clamp(1, u64::from(u32::MAX)) as u32,
+            // ELSPETH's runtime floors.
+            initial_delay: r.initial_delay_seconds.max(0.01),
+            max_delay: r.max_delay_seconds.max(0.1),
+            exponential_base: r.exponential_base,
+        },
     })
 }
 

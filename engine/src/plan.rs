@@ -4,6 +4,7 @@
 
 use crate::value::{Row, Value};
 use attest_ledger::{Hash32, NodeId, NodeKind};
+use std::time::Duration;
 
 /// Where a token goes next.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -15,6 +16,19 @@ pub enum Target {
     Sink { sink: usize, routed: bool },
     /// `discard`: the token ends `discarded` with this reason.
     Discard { reason: String },
+    /// A gate's `fork` route: one child per branch, in `fork_to` order.
+    Fork(Vec<ForkBranch>),
+}
+
+/// One branch of a fork.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ForkBranch {
+    pub name: String,
+    /// Where the child goes first.
+    pub target: Target,
+    /// The coalesce node ([`Plan::nodes`] index) that joins this branch, if any; a branch
+    /// without one goes straight to the sink of its name.
+    pub coalesce: Option<usize>,
 }
 
 /// A row-level failure a transform reports: the row goes to the node's `on_error`.
@@ -44,6 +58,93 @@ pub trait Transform: Send + Sync {
     fn process(&self, row: &Row) -> Result<Row, TransformError>;
 }
 
+/// A transform that turns one row into any number of rows (`json_explode`): the parent
+/// token ends `expanded` and each output row is a child token.
+pub trait Expand: Send + Sync {
+    fn expand(&self, row: &Row) -> Result<Vec<Row>, TransformError>;
+}
+
+/// An aggregation plugin: processes a whole batch at once, in one state.
+pub trait BatchTransform: Send + Sync {
+    /// The batch's output rows. In passthrough mode the engine requires one per input row.
+    fn process_batch(&self, rows: &[Row]) -> Result<Vec<Row>, TransformError>;
+}
+
+/// A boolean expression over a row (an aggregation's trigger condition).
+pub trait Predicate: Send + Sync {
+    fn holds(&self, row: &Row) -> Result<bool, String>;
+}
+
+/// When a batch is flushed: whichever fires first, and always at the end of the source.
+#[derive(Default)]
+pub struct BatchTrigger {
+    pub count: Option<u64>,
+    pub timeout: Option<Duration>,
+    /// Reads `row['batch_count']` and `row['batch_age_seconds']`.
+    pub condition: Option<Box<dyn Predicate>>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BatchMode {
+    /// The plugin's outputs are new tokens; the members end consumed in the batch.
+    Transform,
+    /// One output row per member; the members continue with them.
+    Passthrough,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CoalescePolicy {
+    RequireAll,
+    First,
+    Quorum(usize),
+    BestEffort,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MergeStrategy {
+    Union,
+    Nested,
+    /// The row of the branch at this index.
+    Select(usize),
+}
+
+/// The pipeline's `retry:` policy for row transforms.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RetryPolicy {
+    /// Total tries, at least 1.
+    pub max_attempts: u32,
+    pub initial_delay: f64,
+    pub max_delay: f64,
+    pub exponential_base: f64,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 3,
+            initial_delay: 1.0,
+            max_delay: 60.0,
+            exponential_base: 2.0,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait after failed attempt `attempt` (from 1): initial × base^(attempt−1) plus
+    /// `jitter` seconds (uniform in 0..1), capped at the maximum.
+    pub fn delay(&self, attempt: u32, jitter: f64) -> Duration {
+        let exp = self
+            .exponential_base
+            .powi(attempt.saturating_sub(1).min(1024) as i32);
+        let secs = (self.initial_delay * exp + jitter).min(self.max_delay);
+        Duration::from_secs_f64(if secs.is_finite() && secs > 0.0 {
+            secs
+        } else {
+            0.0
+        })
+    }
+}
+
 /// A gate's condition: evaluates a row to the label of the route it takes.
 pub trait Condition: Send + Sync {
     /// `Ok(label)`, or `Err(message)` when the expression fails on this row (missing
@@ -62,6 +163,28 @@ pub enum NodeExec {
         /// label → where the token goes.
         routes: Vec<(String, Target)>,
     },
+    Expand {
+        plugin: Box<dyn Expand>,
+        on_success: Target,
+        on_error: Target,
+    },
+    Aggregation {
+        plugin: Box<dyn BatchTransform>,
+        trigger: BatchTrigger,
+        mode: BatchMode,
+        /// Transform mode: a batch producing another number of rows fails.
+        expected_output_count: Option<u64>,
+        on_success: Target,
+    },
+    Coalesce {
+        /// Branch names in configuration order (the order of union and nested merges).
+        branches: Vec<String>,
+        policy: CoalescePolicy,
+        merge: MergeStrategy,
+        /// Since the first arrival.
+        timeout: Option<Duration>,
+        on_success: Target,
+    },
 }
 
 pub struct NodePlan {
@@ -78,6 +201,15 @@ pub struct SinkPlan {
     pub plugin: String,
     pub config_hash: Hash32,
     pub path: String,
+    /// `on_write_failure`: where a row this sink cannot write goes; `None` fails it.
+    pub on_write_failure: Option<WriteFailure>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WriteFailure {
+    Discard,
+    /// Index into [`Plan::sinks`]: the row ends `diverted` there.
+    Sink(usize),
 }
 
 pub struct SourcePlan {
@@ -96,4 +228,5 @@ pub struct Plan {
     pub sinks: Vec<SinkPlan>,
     /// Every edge for the ledger's registration: (from, to, label).
     pub edges: Vec<(NodeId, NodeId, String)>,
+    pub retry: RetryPolicy,
 }

@@ -134,12 +134,14 @@ fn plan() -> Plan {
                 plugin: "mem".into(),
                 config_hash: Hash32::ZERO,
                 path: "mem".into(),
+                on_write_failure: None,
             })
             .collect(),
         edges: vec![
             (id("source"), id("double"), "on_success".into()),
             (id("double"), id("gate"), "on_success".into()),
         ],
+        retry: RetryPolicy::default(),
     }
 }
 

@@ -4,6 +4,8 @@
 //! commit), and the calling thread sequences finished rows into the sinks. Rows flow
 //! through bounded channels, so memory is bounded by the reorder window, not the input.
 
+mod batch;
+mod coalesce;
 pub mod io;
 mod sequencer;
 pub mod worker;
@@ -169,23 +171,38 @@ pub fn execute(
     let mut failure: Option<EngineError> = None;
 
     std::thread::scope(|scope| {
-        // Source reader.
+        // Source reader: only reads, so that whatever it has read is ingested at once even
+        // when the next record is slow to come (an idle source must not hold rows back from
+        // the aggregation timers).
+        let (rec_tx, rec_rx) = bounded(INGEST_CHUNK * 2);
+        {
+            let interrupt = opts.interrupt.clone();
+            let abort = &abort;
+            let mut source = source;
+            scope.spawn(move || loop {
+                if ticket_rx.recv().is_err()
+                    || abort.load(Ordering::Relaxed)
+                    || interrupt.load(Ordering::Relaxed)
+                {
+                    break;
+                }
+                let Some(item) = source.next_record() else {
+                    break;
+                };
+                let stop = item.is_err();
+                if rec_tx.send(item).is_err() || stop {
+                    break;
+                }
+            });
+        }
+        // Ingestion: records each row read, in order, and hands rows to workers.
         {
             let msg_tx = msg_tx.clone();
             let interrupt = opts.interrupt.clone();
             let abort = &abort;
-            let mut source = source;
             let run = &run;
             scope.spawn(move || {
-                let r = read_source(
-                    plan,
-                    run,
-                    source.as_mut(),
-                    &ticket_rx,
-                    &work_tx,
-                    abort,
-                    &interrupt,
-                );
+                let r = read_source(plan, run, &rec_rx, &work_tx, abort, &interrupt);
                 let _ = msg_tx.send(match r {
                     (rows, None) => Msg::SourceDone { rows },
                     (rows, Some(error)) => Msg::SourceFailed { error, rows },
@@ -217,7 +234,27 @@ pub fn execute(
         let mut total: Option<u64> = None;
         let mut fatal = false;
         while total != Some(sequencer.released()) {
-            let Ok(msg) = msg_rx.recv() else { break };
+            // Open batches and coalesce groups time out by the clock, not only when the
+            // next row arrives.
+            let msg = match sequencer.deadline() {
+                Some(at) if !fatal => match msg_rx.recv_deadline(at) {
+                    Ok(m) => m,
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                        if let Err(e) = sequencer.tick() {
+                            failure.get_or_insert(e);
+                            fatal = true;
+                            abort.store(true, Ordering::Relaxed);
+                            total = Some(sequencer.released());
+                        }
+                        continue;
+                    }
+                    Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+                },
+                _ => match msg_rx.recv() {
+                    Ok(m) => m,
+                    Err(_) => break,
+                },
+            };
             match msg {
                 Msg::Row(Ok(r)) => {
                     if !fatal {
@@ -258,6 +295,13 @@ pub fn execute(
         drop(msg_rx);
     });
     let interrupted = failure.is_none() && opts.interrupt.load(Ordering::Relaxed);
+    // The source is exhausted: batches flush and coalesce groups resolve. An interrupted
+    // or failed run leaves them as they are.
+    if failure.is_none() && !interrupted {
+        if let Err(e) = sequencer.end_of_source() {
+            failure.get_or_insert(e);
+        }
+    }
 
     // Rows already written are made durable and their outcomes recorded, whatever happened.
     let totals = match sequencer.finish() {
@@ -318,14 +362,13 @@ const INGEST_CHUNK: usize = 64;
 /// Ingestion commits sent but not yet confirmed.
 const INGEST_IN_FLIGHT: usize = 8;
 
-/// Reads the source in order, records each row's ingestion, and hands rows to workers.
-/// Returns the number of rows read. Ingestion commits are sent before their rows are
-/// handed on, so the writer sees a row's ingestion before anything a worker records.
+/// Records each row read, in source order, and hands rows to workers. Returns the number
+/// of rows read. Ingestion commits are sent before their rows are handed on, so the writer
+/// sees a row's ingestion before anything a worker records.
 fn read_source(
     plan: &Plan,
     run: &attest_ledger::RunHandle,
-    source: &mut dyn RowSource,
-    tickets: &crossbeam_channel::Receiver<()>,
+    records: &crossbeam_channel::Receiver<Result<io::SourceRecord, SourceError>>,
     work: &crossbeam_channel::Sender<(u64, io::SourceRecord)>,
     abort: &AtomicBool,
     interrupt: &AtomicBool,
@@ -335,8 +378,7 @@ fn read_source(
     let error = read_chunks(
         plan,
         run,
-        source,
-        tickets,
+        records,
         work,
         abort,
         interrupt,
@@ -354,12 +396,13 @@ fn read_source(
     (rows, error)
 }
 
+/// Ingests records in chunks of what is already read (up to `INGEST_CHUNK`): one commit
+/// per chunk, and never waiting for a record before handing on the ones it has.
 #[allow(clippy::too_many_arguments)]
 fn read_chunks(
     plan: &Plan,
     run: &attest_ledger::RunHandle,
-    source: &mut dyn RowSource,
-    tickets: &crossbeam_channel::Receiver<()>,
+    records: &crossbeam_channel::Receiver<Result<io::SourceRecord, SourceError>>,
     work: &crossbeam_channel::Sender<(u64, io::SourceRecord)>,
     abort: &AtomicBool,
     interrupt: &AtomicBool,
@@ -369,22 +412,17 @@ fn read_chunks(
     let mut done = false;
     let mut failed = None;
     while !done {
+        let Ok(first) = records.recv() else { break };
         let mut chunk = Vec::with_capacity(INGEST_CHUNK);
         let mut commit = Commit::new();
-        while chunk.len() < INGEST_CHUNK {
-            if tickets.recv().is_err()
-                || abort.load(Ordering::Relaxed)
-                || interrupt.load(Ordering::Relaxed)
-            {
+        let mut next = Some(first);
+        while let Some(item) = next.take() {
+            if abort.load(Ordering::Relaxed) || interrupt.load(Ordering::Relaxed) {
                 done = true;
                 break;
             }
-            match source.next_record() {
-                None => {
-                    done = true;
-                    break;
-                }
-                Some(Ok(rec)) => {
+            match item {
+                Ok(rec) => {
                     worker::ingest(
                         plan,
                         run.ledger(),
@@ -394,12 +432,15 @@ fn read_chunks(
                     )?;
                     chunk.push(rec);
                 }
-                Some(Err(e)) => {
+                Err(e) => {
                     // Hand on the rows read so far, then report the error.
                     failed = Some(EngineError::from(e));
                     done = true;
                     break;
                 }
+            }
+            if chunk.len() < INGEST_CHUNK {
+                next = records.try_recv().ok();
             }
         }
         if chunk.is_empty() {

@@ -8,10 +8,12 @@
 //! position. The reorder buffer is bounded by the tickets the source must take before it
 //! reads a row, which the sequencer returns as it releases rows.
 
+use super::batch::Batches;
+use super::coalesce::Coalescer;
 use super::io::{RowSink, SinkIoError, WriteError};
-use super::worker::{DeliveryKind, RowResult};
+use super::worker::{Delivery, DeliveryKind, Held, RowResult, Walker};
 use super::EngineError;
-use crate::plan::Plan;
+use crate::plan::{NodeExec, Plan, WriteFailure};
 use attest_ledger::{Commit, Durability, Event, Outcome, RunHandle, SinkWrite};
 use crossbeam_channel::Sender;
 use std::collections::BTreeMap;
@@ -20,6 +22,8 @@ use std::collections::BTreeMap;
 /// so this trades the cost of fsyncs against how much is written but not yet recorded
 /// (which a resume would truncate and redo).
 const FLUSH_ROWS: usize = 8192;
+/// Sequencer events gathered before they are sent as one commit.
+const STRUCTURAL_EVENTS: usize = 4096;
 /// Worker commits that may be outstanding before the sequencer waits for the oldest.
 const MAX_UNCONFIRMED: usize = 1024;
 /// A slow pipeline still records outcomes at least this often.
@@ -44,6 +48,10 @@ pub struct Sequencer<'a> {
     pub failed: u64,
     pub discarded: u64,
     pub quarantined: u64,
+    batches: Batches,
+    coalesce: Coalescer,
+    /// Events of the aggregations, coalesces and the walks they release, not yet sent.
+    structural: Commit,
 }
 
 impl<'a> Sequencer<'a> {
@@ -69,6 +77,9 @@ impl<'a> Sequencer<'a> {
             failed: 0,
             discarded: 0,
             quarantined: 0,
+            batches: Batches::new(plan),
+            coalesce: Coalescer::default(),
+            structural: Commit::new(),
         }
     }
 
@@ -92,12 +103,7 @@ impl<'a> Sequencer<'a> {
             // stopped, which is fine.
             let _ = self.tickets.try_send(());
         }
-        if self.pending.len() >= FLUSH_ROWS
-            || (!self.pending.is_empty() && self.last_flush.elapsed() >= FLUSH_INTERVAL)
-        {
-            self.flush()?;
-        }
-        Ok(())
+        self.maybe_flush()
     }
 
     fn release(&mut self, mut r: RowResult) -> Result<(), EngineError> {
@@ -115,53 +121,206 @@ impl<'a> Sequencer<'a> {
         self.discarded += r.discarded;
         self.quarantined += r.quarantined;
         for d in r.deliveries {
-            let sink = self
-                .sinks
-                .get_mut(d.sink)
-                .and_then(|s| s.as_mut())
-                .ok_or_else(|| EngineError::Internal(format!("no open sink {}", d.sink)))?;
-            match sink.write_row(&d.row) {
-                Ok(()) => {
-                    let write = SinkWrite {
-                        sink: self.plan.sinks[d.sink].id.clone(),
-                        ordinal: self.written[d.sink],
-                    };
-                    self.written[d.sink] += 1;
-                    self.dirty[d.sink] = true;
-                    let outcome = match d.kind {
-                        DeliveryKind::Completed => Outcome::Completed { write },
-                        DeliveryKind::Routed => Outcome::Routed { write },
-                        DeliveryKind::Quarantined => Outcome::Quarantined { write: Some(write) },
-                    };
-                    self.pending.push(Event::TokenOutcome {
-                        token: d.token,
-                        outcome,
-                    });
-                }
-                Err(WriteError::Io(SinkIoError(e))) => {
-                    return Err(EngineError::Sink(format!(
-                        "sink {}: {e}",
-                        self.plan.sinks[d.sink].id
-                    )));
-                }
-                Err(WriteError::Row(e)) => {
-                    // The row cannot be written to this sink; it fails, the run goes on.
-                    self.failed += 1;
-                    self.pending.push(Event::TokenOutcome {
-                        token: d.token,
-                        outcome: Outcome::Failed {
-                            error: format!("sink {}: {e}", self.plan.sinks[d.sink].id),
-                        },
-                    });
+            self.deliver(d)?;
+        }
+        self.settle(r.held)
+    }
+
+    /// Feeds held tokens to the aggregations and coalesces, in order, and follows whatever
+    /// they release until nothing more moves.
+    fn settle(&mut self, mut held: Vec<Held>) -> Result<(), EngineError> {
+        let plan = self.plan;
+        while !held.is_empty() {
+            let mut w = Walker::new(plan, self.run.ledger());
+            for h in held.drain(..) {
+                match h {
+                    Held::Arrived { node, token } => match plan.nodes.get(node).map(|n| &n.exec) {
+                        Some(NodeExec::Aggregation { .. }) => {
+                            self.batches.arrive(plan, node, token, &mut w)?
+                        }
+                        Some(NodeExec::Coalesce { .. }) => {
+                            self.coalesce.arrive(plan, node, token, &mut w)?
+                        }
+                        _ => {
+                            return Err(EngineError::Internal(format!(
+                                "token {} held at node {node}, which holds nothing",
+                                token.id
+                            )))
+                        }
+                    },
+                    Held::Lost {
+                        coalesce,
+                        parent,
+                        branch,
+                        outer,
+                    } => self
+                        .coalesce
+                        .lose(plan, coalesce, parent, &branch, outer, &mut w)?,
                 }
             }
+            held = self.absorb(w)?;
+        }
+        Ok(())
+    }
+
+    /// Commits what the sequencer's own walk recorded and writes its rows; returns what
+    /// it left held.
+    fn absorb(&mut self, w: Walker) -> Result<Vec<Held>, EngineError> {
+        let Walker {
+            commit,
+            deliveries,
+            held,
+            failed,
+            discarded,
+            ..
+        } = w;
+        // Gathered across rows and sent in groups: always after the commits of the rows
+        // it follows (already sent), and always before the outcomes that depend on it
+        // (`flush` sends it first); checked before those outcomes, like a worker's.
+        self.structural.items.extend(commit.items);
+        if self.structural.items.len() >= STRUCTURAL_EVENTS {
+            self.send_structural()?;
+        }
+        self.failed += failed;
+        self.discarded += discarded;
+        for d in deliveries {
+            self.deliver(d)?;
+        }
+        Ok(held)
+    }
+
+    /// The next moment the timer must look at open batches and coalesce groups.
+    pub fn deadline(&self) -> Option<std::time::Instant> {
+        match (
+            self.batches.deadline(self.plan),
+            self.coalesce.deadline(self.plan),
+        ) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The timer fired: flush what has timed out, even while no row arrives.
+    pub fn tick(&mut self) -> Result<(), EngineError> {
+        let now = std::time::Instant::now();
+        let mut w = Walker::new(self.plan, self.run.ledger());
+        self.batches.expire(self.plan, now, &mut w)?;
+        self.coalesce.expire(self.plan, now, &mut w)?;
+        let held = self.absorb(w)?;
+        self.settle(held)?;
+        self.maybe_flush()
+    }
+
+    /// The source is exhausted and every row released: flush every batch (plan order),
+    /// then resolve every waiting coalesce group, until nothing is held.
+    pub fn end_of_source(&mut self) -> Result<(), EngineError> {
+        while self.batches.any_open() || self.coalesce.waiting() {
+            let mut w = Walker::new(self.plan, self.run.ledger());
+            self.batches.flush_all(self.plan, &mut w)?;
+            let held = self.absorb(w)?;
+            self.settle(held)?;
+            if self.batches.any_open() {
+                continue;
+            }
+            let mut w = Walker::new(self.plan, self.run.ledger());
+            self.coalesce.close_all(self.plan, &mut w)?;
+            let held = self.absorb(w)?;
+            self.settle(held)?;
+        }
+        Ok(())
+    }
+
+    /// Writes one row to its sink; a row the sink cannot take goes to its failsink.
+    fn deliver(&mut self, d: Delivery) -> Result<(), EngineError> {
+        let error = match self.write(d.sink, &d.row)? {
+            Ok(write) => {
+                let outcome = match d.kind {
+                    DeliveryKind::Completed => Outcome::Completed { write },
+                    DeliveryKind::Routed => Outcome::Routed { write },
+                    DeliveryKind::Quarantined => Outcome::Quarantined { write: Some(write) },
+                };
+                self.pending.push(Event::TokenOutcome {
+                    token: d.token,
+                    outcome,
+                });
+                return Ok(());
+            }
+            Err(e) => format!("sink {}: {e}", self.plan.sinks[d.sink].id),
+        };
+        let outcome = match self.plan.sinks[d.sink].on_write_failure.clone() {
+            None => Outcome::Failed { error },
+            Some(WriteFailure::Discard) => Outcome::Discarded { reason: error },
+            Some(WriteFailure::Sink(f)) => match self.write(f, &d.row)? {
+                Ok(write) => Outcome::Diverted { write, error },
+                Err(e2) => Outcome::Failed {
+                    error: format!("{error}; failsink {}: {e2}", self.plan.sinks[f].id),
+                },
+            },
+        };
+        match outcome {
+            Outcome::Failed { .. } => self.failed += 1,
+            Outcome::Discarded { .. } => self.discarded += 1,
+            _ => {}
+        }
+        self.pending.push(Event::TokenOutcome {
+            token: d.token,
+            outcome,
+        });
+        Ok(())
+    }
+
+    /// Writes `row` to sink `i`: the write's ordinal, or why this row cannot be written
+    /// there. A failing sink (not row) stops the run.
+    fn write(
+        &mut self,
+        i: usize,
+        row: &crate::value::Row,
+    ) -> Result<Result<SinkWrite, String>, EngineError> {
+        let sink = self
+            .sinks
+            .get_mut(i)
+            .and_then(|s| s.as_mut())
+            .ok_or_else(|| EngineError::Internal(format!("no open sink {i}")))?;
+        match sink.write_row(row) {
+            Ok(()) => {
+                let write = SinkWrite {
+                    sink: self.plan.sinks[i].id.clone(),
+                    ordinal: self.written[i],
+                };
+                self.written[i] += 1;
+                self.dirty[i] = true;
+                Ok(Ok(write))
+            }
+            Err(WriteError::Io(SinkIoError(e))) => Err(EngineError::Sink(format!(
+                "sink {}: {e}",
+                self.plan.sinks[i].id
+            ))),
+            Err(WriteError::Row(e)) => Ok(Err(e.to_string())),
+        }
+    }
+
+    fn maybe_flush(&mut self) -> Result<(), EngineError> {
+        if self.pending.len() >= FLUSH_ROWS
+            || (!self.pending.is_empty() && self.last_flush.elapsed() >= FLUSH_INTERVAL)
+        {
+            self.flush()?;
         }
         Ok(())
     }
 
     /// Makes every written row durable, then records their outcomes.
+    fn send_structural(&mut self) -> Result<(), EngineError> {
+        if !self.structural.items.is_empty() {
+            let commit = std::mem::take(&mut self.structural);
+            self.commits
+                .push(self.run.submit_nowait(commit, Durability::Buffered)?);
+        }
+        Ok(())
+    }
+
     pub fn flush(&mut self) -> Result<(), EngineError> {
         self.last_flush = std::time::Instant::now();
+        self.send_structural()?;
         // A worker's commit that failed means its row's events are not in the ledger:
         // stop before recording anything that depends on them.
         for p in self.commits.drain(..) {

@@ -8,11 +8,15 @@
 
 use super::io::{Quarantine, SourceRecord};
 use super::EngineError;
-use crate::plan::{NodeExec, Plan, Target};
-use crate::value::Row;
-use attest_ledger::{
-    Commit, Durability, Event, Hash32, Outcome, RunHandle, StateId, StateResult, Subject, TokenId,
+use crate::plan::{
+    Condition, Expand, ForkBranch, NodeExec, NodePlan, Plan, Target, Transform, TransformError,
 };
+use crate::value::{Row, Value};
+use attest_ledger::{
+    Commit, Durability, Event, ForkChild, Hash32, Outcome, RunHandle, StateId, StateResult,
+    Subject, TokenId,
+};
+use std::collections::VecDeque;
 use std::time::Instant;
 
 /// How a delivered row counts at its sink.
@@ -32,6 +36,49 @@ pub struct Delivery {
     pub row: Row,
 }
 
+/// The fork a token descends from: its branch, and the coalesce that waits for it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ForkCtx {
+    pub parent: TokenId,
+    pub branch: String,
+    /// Index into [`Plan::nodes`].
+    pub coalesce: Option<usize>,
+}
+
+/// A token on its way: its id, its row, and the forks it is a branch of (innermost last).
+#[derive(Clone, Debug)]
+pub struct Token {
+    pub id: TokenId,
+    pub row: Row,
+    pub forks: Vec<ForkCtx>,
+}
+
+impl Token {
+    pub fn new(id: TokenId, row: Row) -> Token {
+        Token {
+            id,
+            row,
+            forks: Vec::new(),
+        }
+    }
+}
+
+/// What a walk leaves for the sequencer, which owns every node that holds tokens across
+/// rows (aggregations, coalesces) and sees rows in source order.
+#[derive(Debug)]
+pub enum Held {
+    /// A token reached an aggregation or coalesce node (index into [`Plan::nodes`]).
+    Arrived { node: usize, token: Token },
+    /// A branch bound for `coalesce` ended before it got there.
+    Lost {
+        coalesce: usize,
+        parent: TokenId,
+        branch: String,
+        /// The forks the parent itself is a branch of.
+        outer: Vec<ForkCtx>,
+    },
+}
+
 /// What one source record came to.
 #[derive(Default)]
 pub struct RowResult {
@@ -42,6 +89,8 @@ pub struct RowResult {
     /// checks the result before it records anything more.
     pub commit: Option<attest_ledger::Pending>,
     pub deliveries: Vec<Delivery>,
+    /// In the order the walk met them.
+    pub held: Vec<Held>,
     pub failed: u64,
     pub discarded: u64,
     pub quarantined: u64,
@@ -53,13 +102,22 @@ pub struct RowResult {
 /// them: they are content-addressed (writing one twice changes nothing), the write happens
 /// before the commit reaches the writer so storage orders it first, and it keeps the one
 /// writer thread free for the log and projections.
-struct Payloads<'a> {
+pub(crate) struct Payloads<'a> {
     ledger: &'a attest_ledger::Ledger,
     last: Option<Hash32>,
 }
 
-impl Payloads<'_> {
-    fn store_row(&mut self, row: &Row) -> Result<Hash32, EngineError> {
+impl<'a> Payloads<'a> {
+    pub(crate) fn new(ledger: &'a attest_ledger::Ledger) -> Self {
+        Payloads { ledger, last: None }
+    }
+
+    /// Stores any value (a batch's rows, an expansion's outputs).
+    pub(crate) fn store_value(&mut self, value: &Value) -> Result<Hash32, EngineError> {
+        Ok(self.ledger.put_value(value)?)
+    }
+
+    pub(crate) fn store_row(&mut self, row: &Row) -> Result<Hash32, EngineError> {
         let bytes = attest_ledger::canonical::object_to_canonical_bytes(row)
             .map_err(|e| EngineError::Ledger(e.into()))?;
         let hash = Hash32::of(&bytes);
@@ -99,205 +157,538 @@ pub fn process_record(
     row_index: u64,
     record: SourceRecord,
 ) -> Result<RowResult, EngineError> {
-    let mut commit = Commit::new();
-    let mut payloads = Payloads {
-        ledger: run.ledger(),
-        last: None,
-    };
-    let mut result = RowResult {
-        row_index,
-        ..RowResult::default()
-    };
+    let mut w = Walker::new(plan, run.ledger());
+    let mut quarantined = 0;
     let token = TokenId::for_row(row_index);
     match record.parsed {
         Err(Quarantine { row, error }) => {
-            commit.push(Event::ValidationFailed {
+            w.commit.push(Event::ValidationFailed {
                 row: row_index,
                 error,
             });
-            result.quarantined += 1;
+            quarantined += 1;
             match plan.source.on_validation_failure {
-                Some(sink) => result.deliveries.push(Delivery {
+                Some(sink) => w.deliveries.push(Delivery {
                     token,
                     sink,
                     kind: DeliveryKind::Quarantined,
                     row,
                 }),
-                None => commit.push(Event::TokenOutcome {
+                None => w.commit.push(Event::TokenOutcome {
                     token,
                     outcome: Outcome::Quarantined { write: None },
                 }),
             }
         }
-        Ok(row) => walk(
-            plan,
-            &mut commit,
-            &mut payloads,
-            &mut result,
-            token,
-            row,
-            plan.source.on_success.clone(),
-        )?,
+        Ok(row) => w.run(Token::new(token, row), plan.source.on_success.clone())?,
     }
-    result.commit = Some(run.submit_nowait(commit, Durability::Buffered)?);
-    Ok(result)
+    let Walker {
+        commit,
+        deliveries,
+        held,
+        failed,
+        discarded,
+        ..
+    } = w;
+    Ok(RowResult {
+        row_index,
+        // A row that went straight to an aggregation or coalesce recorded nothing yet.
+        commit: if commit.items.is_empty() {
+            None
+        } else {
+            Some(run.submit_nowait(commit, Durability::Buffered)?)
+        },
+        deliveries,
+        held,
+        failed,
+        discarded,
+        quarantined,
+    })
 }
 
-/// Follows one token from `target` until it reaches a sink or ends.
-fn walk(
-    plan: &Plan,
-    commit: &mut Commit,
-    payloads: &mut Payloads,
-    result: &mut RowResult,
-    token: TokenId,
-    mut row: Row,
-    mut target: Target,
-) -> Result<(), EngineError> {
-    let mut input = None;
-    loop {
-        match target {
-            Target::Sink { sink, routed } => {
-                result.deliveries.push(Delivery {
-                    token,
-                    sink,
-                    kind: if routed {
-                        DeliveryKind::Routed
-                    } else {
-                        DeliveryKind::Completed
-                    },
-                    row,
-                });
+/// Follows tokens through the row-local nodes (transforms, expansions, gates, forks),
+/// gathering their events into one commit. Used by workers for source rows and by the
+/// sequencer for the tokens that aggregations and coalesces release.
+pub struct Walker<'a> {
+    plan: &'a Plan,
+    pub commit: Commit,
+    payloads: Payloads<'a>,
+    pub deliveries: Vec<Delivery>,
+    pub held: Vec<Held>,
+    pub failed: u64,
+    pub discarded: u64,
+}
+
+impl<'a> Walker<'a> {
+    pub fn new(plan: &'a Plan, ledger: &'a attest_ledger::Ledger) -> Walker<'a> {
+        Walker {
+            plan,
+            commit: Commit::new(),
+            payloads: Payloads::new(ledger),
+            deliveries: Vec::new(),
+            held: Vec::new(),
+            failed: 0,
+            discarded: 0,
+        }
+    }
+
+    pub(crate) fn payloads(&mut self) -> &mut Payloads<'a> {
+        &mut self.payloads
+    }
+
+    /// Walks `token` from `target`, and every token it spawns, breadth-first: children are
+    /// queued in branch (or element) order and each runs until it reaches a sink, is held,
+    /// spawns or ends. This order is what decides the order of rows within a sink.
+    pub fn run(&mut self, token: Token, target: Target) -> Result<(), EngineError> {
+        let mut queue = VecDeque::from([(token, target, None)]);
+        while let Some((token, target, input)) = queue.pop_front() {
+            self.step(token, target, input, &mut queue)?;
+        }
+        Ok(())
+    }
+
+    /// Ends `token` with `outcome` (not a sink write: those are recorded by the sequencer
+    /// once durable).
+    pub fn end(&mut self, token: &Token, outcome: Outcome) {
+        match &outcome {
+            Outcome::Failed { .. } => self.failed += 1,
+            Outcome::Discarded { .. } => self.discarded += 1,
+            _ => {}
+        }
+        self.commit.push(Event::TokenOutcome {
+            token: token.id.clone(),
+            outcome,
+        });
+        self.lost(&token.forks);
+    }
+
+    /// A token of a branch ended somewhere other than its coalesce: tell the coalesce.
+    pub fn lost(&mut self, forks: &[ForkCtx]) {
+        if let Some(ForkCtx {
+            parent,
+            branch,
+            coalesce: Some(c),
+        }) = forks.last()
+        {
+            self.held.push(Held::Lost {
+                coalesce: *c,
+                parent: parent.clone(),
+                branch: branch.clone(),
+                outer: forks[..forks.len() - 1].to_vec(),
+            });
+        }
+    }
+
+    fn step(
+        &mut self,
+        mut token: Token,
+        mut target: Target,
+        mut input: Option<Hash32>,
+        queue: &mut VecDeque<(Token, Target, Option<Hash32>)>,
+    ) -> Result<(), EngineError> {
+        let plan = self.plan;
+        loop {
+            let i = match target {
+                Target::Sink { sink, routed } => {
+                    self.lost(&token.forks);
+                    self.deliveries.push(Delivery {
+                        token: token.id,
+                        sink,
+                        kind: if routed {
+                            DeliveryKind::Routed
+                        } else {
+                            DeliveryKind::Completed
+                        },
+                        row: token.row,
+                    });
+                    return Ok(());
+                }
+                Target::Discard { reason } => {
+                    self.end(&token, Outcome::Discarded { reason });
+                    return Ok(());
+                }
+                Target::Fork(branches) => {
+                    self.fork(token, &branches, queue);
+                    return Ok(());
+                }
+                Target::Node(i) => i,
+            };
+            let node = plan
+                .nodes
+                .get(i)
+                .ok_or_else(|| EngineError::Internal(format!("plan has no node {i}")))?;
+            if matches!(
+                node.exec,
+                NodeExec::Aggregation { .. } | NodeExec::Coalesce { .. }
+            ) {
+                self.held.push(Held::Arrived { node: i, token });
                 return Ok(());
             }
-            Target::Discard { reason } => {
-                commit.push(Event::TokenOutcome {
-                    token,
-                    outcome: Outcome::Discarded { reason },
-                });
-                result.discarded += 1;
-                return Ok(());
-            }
-            Target::Node(i) => {
-                let node = plan
-                    .nodes
-                    .get(i)
-                    .ok_or_else(|| EngineError::Internal(format!("plan has no node {i}")))?;
-                let in_hash = match input {
-                    Some(h) => h,
-                    None => payloads.store_row(&row)?,
-                };
-                // A token visits each node of the DAG once; retries (not yet configured
-                // here) would count further attempts.
-                let state = StateId {
-                    subject: Subject::Token(token.clone()),
-                    node: node.id.clone(),
-                    attempt: 1,
-                };
-                commit.push(Event::StateOpened {
-                    state: state.clone(),
-                    input: in_hash,
-                });
-                let started = Instant::now();
-                match &node.exec {
-                    NodeExec::Transform {
-                        plugin,
+            let in_hash = match input {
+                Some(h) => h,
+                None => self.payloads.store_row(&token.row)?,
+            };
+            let flow = match &node.exec {
+                NodeExec::Transform {
+                    plugin,
+                    on_success,
+                    on_error,
+                } => self.transform(
+                    node,
+                    &mut token,
+                    in_hash,
+                    plugin.as_ref(),
+                    on_success,
+                    on_error,
+                )?,
+                NodeExec::Expand {
+                    plugin,
+                    on_success,
+                    on_error,
+                } => {
+                    return self.expand(
+                        node,
+                        token,
+                        in_hash,
+                        plugin.as_ref(),
                         on_success,
                         on_error,
-                    } => match plugin.process(&row) {
-                        Ok(out) => {
-                            let out_hash = payloads.store_row(&out)?;
-                            commit.push(Event::StateClosed {
-                                state,
-                                result: StateResult::Completed { output: out_hash },
-                                duration_us: elapsed_us(started),
-                            });
-                            row = out;
-                            input = Some(out_hash);
-                            target = on_success.clone();
-                        }
-                        Err(e) => {
-                            commit.push(Event::StateClosed {
-                                state: state.clone(),
-                                result: StateResult::Failed {
-                                    error: e.message(),
-                                    retryable: e.retryable,
-                                },
-                                duration_us: elapsed_us(started),
-                            });
-                            // ELSPETH sends the unchanged input row to on_error.
-                            if let Some(to) = target_node(plan, on_error) {
-                                commit.push(Event::RouteDecided {
-                                    state,
-                                    token: token.clone(),
-                                    label: "on_error".into(),
-                                    to: vec![to],
-                                });
-                            }
-                            input = Some(in_hash);
-                            target = on_error.clone();
-                        }
-                    },
-                    NodeExec::Gate { condition, routes } => {
-                        let label = condition.route_label(&row);
-                        let chosen = label.as_ref().map_err(|e| e.clone()).and_then(|l| {
-                            routes
-                                .iter()
-                                .find(|(name, _)| name == l)
-                                .map(|(_, t)| t.clone())
-                                .ok_or_else(|| {
-                                    format!(
-                                        "no route for label {l:?} (routes: {})",
-                                        route_names(routes)
-                                    )
-                                })
-                        });
-                        match chosen {
-                            Ok(next) => {
-                                commit.push(Event::StateClosed {
-                                    state: state.clone(),
-                                    result: StateResult::Completed { output: in_hash },
-                                    duration_us: elapsed_us(started),
-                                });
-                                commit.push(Event::RouteDecided {
-                                    state,
-                                    token: token.clone(),
-                                    label: label.unwrap_or_default(),
-                                    to: target_node(plan, &next).into_iter().collect(),
-                                });
-                                input = Some(in_hash);
-                                target = next;
-                            }
-                            Err(error) => {
-                                let error = format!("gate {}: {error}", node.id);
-                                commit.push(Event::StateClosed {
-                                    state,
-                                    result: StateResult::Failed {
-                                        error: error.clone(),
-                                        retryable: false,
-                                    },
-                                    duration_us: elapsed_us(started),
-                                });
-                                commit.push(Event::TokenOutcome {
-                                    token,
-                                    outcome: Outcome::Failed { error },
-                                });
-                                result.failed += 1;
-                                return Ok(());
-                            }
-                        }
-                    }
+                        queue,
+                    );
+                }
+                NodeExec::Gate { condition, routes } => {
+                    self.gate(node, &token, in_hash, condition.as_ref(), routes)
+                }
+                NodeExec::Aggregation { .. } | NodeExec::Coalesce { .. } => {
+                    return Err(EngineError::Internal(format!(
+                        "node {} holds tokens and cannot be walked through",
+                        node.id
+                    )))
+                }
+            };
+            match flow {
+                Flow::Next(t, h) => {
+                    target = t;
+                    input = Some(h);
+                }
+                Flow::End(outcome) => {
+                    self.end(&token, outcome);
+                    return Ok(());
                 }
             }
         }
     }
+
+    /// Records a state that a node completed in one step (a coalesce's merge): opened and
+    /// closed with its input and output.
+    pub(crate) fn completed_state(
+        &mut self,
+        token: &TokenId,
+        node: &attest_ledger::NodeId,
+        input: &Value,
+        output: &Row,
+    ) -> Result<(), EngineError> {
+        let started = Instant::now();
+        let input = self.payloads.store_value(input)?;
+        let output = self.payloads.store_row(output)?;
+        let state = StateId {
+            subject: Subject::Token(token.clone()),
+            node: node.clone(),
+            attempt: 1,
+        };
+        self.commit.push(Event::StateOpened {
+            state: state.clone(),
+            input,
+        });
+        self.close(&state, StateResult::Completed { output }, started);
+        Ok(())
+    }
+
+    /// Opens the state of `token`'s attempt at `node`.
+    fn open(&mut self, token: &TokenId, node: &NodePlan, attempt: u32, input: Hash32) -> StateId {
+        let state = StateId {
+            subject: Subject::Token(token.clone()),
+            node: node.id.clone(),
+            attempt,
+        };
+        self.commit.push(Event::StateOpened {
+            state: state.clone(),
+            input,
+        });
+        state
+    }
+
+    fn close(&mut self, state: &StateId, result: StateResult, started: Instant) {
+        self.commit.push(Event::StateClosed {
+            state: state.clone(),
+            result,
+            duration_us: elapsed_us(started),
+        });
+    }
+
+    /// A row-level error: the unchanged input row goes to `on_error`, the decision recorded
+    /// on the failed state.
+    fn route_error(
+        &mut self,
+        state: StateId,
+        token: &TokenId,
+        on_error: &Target,
+        input: Hash32,
+    ) -> Flow {
+        let to = target_nodes(self.plan, on_error);
+        if !to.is_empty() {
+            self.commit.push(Event::RouteDecided {
+                state,
+                token: token.clone(),
+                label: "on_error".into(),
+                to,
+            });
+        }
+        Flow::Next(on_error.clone(), input)
+    }
+
+    /// Runs a row transform, retrying retryable failures under the pipeline's policy: each
+    /// attempt is its own state, numbered 1, 2, 3, ...
+    fn transform(
+        &mut self,
+        node: &NodePlan,
+        token: &mut Token,
+        in_hash: Hash32,
+        plugin: &dyn Transform,
+        on_success: &Target,
+        on_error: &Target,
+    ) -> Result<Flow, EngineError> {
+        let policy = self.plan.retry;
+        let mut attempt = 1u32;
+        loop {
+            let state = self.open(&token.id, node, attempt, in_hash);
+            let started = Instant::now();
+            match plugin.process(&token.row) {
+                Ok(out) => {
+                    let out_hash = self.payloads.store_row(&out)?;
+                    self.close(&state, StateResult::Completed { output: out_hash }, started);
+                    token.row = out;
+                    return Ok(Flow::Next(on_success.clone(), out_hash));
+                }
+                Err(e) => {
+                    self.close(
+                        &state,
+                        StateResult::Failed {
+                            error: e.message(),
+                            retryable: e.retryable,
+                        },
+                        started,
+                    );
+                    if !e.retryable {
+                        return Ok(self.route_error(state, &token.id, on_error, in_hash));
+                    }
+                    if attempt >= policy.max_attempts {
+                        // ELSPETH: an exhausted retry fails the row; it does not go to
+                        // on_error.
+                        return Ok(Flow::End(Outcome::Failed {
+                            error: format!(
+                                "{}: gave up after {attempt} attempt(s): {}",
+                                node.id,
+                                e.message()
+                            ),
+                        }));
+                    }
+                    std::thread::sleep(policy.delay(attempt, jitter(&token.id, attempt)));
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn expand(
+        &mut self,
+        node: &NodePlan,
+        token: Token,
+        in_hash: Hash32,
+        plugin: &dyn Expand,
+        on_success: &Target,
+        on_error: &Target,
+        queue: &mut VecDeque<(Token, Target, Option<Hash32>)>,
+    ) -> Result<(), EngineError> {
+        let state = self.open(&token.id, node, 1, in_hash);
+        let started = Instant::now();
+        let rows = plugin.expand(&token.row).and_then(|rows| {
+            if rows.is_empty() {
+                Err(TransformError::new(
+                    serde_json::json!({"reason": "invalid_input", "error": "no rows"}),
+                ))
+            } else {
+                Ok(rows)
+            }
+        });
+        match rows {
+            Ok(rows) => {
+                let out = Value::Array(rows.iter().cloned().map(Value::Object).collect());
+                let out_hash = self.payloads.store_value(&out)?;
+                self.close(&state, StateResult::Completed { output: out_hash }, started);
+                let children: Vec<TokenId> = (0..rows.len() as u64)
+                    .map(|i| TokenId::expanded(&token.id, i))
+                    .collect();
+                self.commit.push(Event::TokenExpanded {
+                    parent: token.id.clone(),
+                    children: children.clone(),
+                });
+                for (id, row) in children.into_iter().zip(rows) {
+                    let child = Token {
+                        id,
+                        row,
+                        forks: token.forks.clone(),
+                    };
+                    queue.push_back((child, on_success.clone(), None));
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.close(
+                    &state,
+                    StateResult::Failed {
+                        error: e.message(),
+                        retryable: false,
+                    },
+                    started,
+                );
+                let Flow::Next(target, input) =
+                    self.route_error(state, &token.id, on_error, in_hash)
+                else {
+                    return Ok(());
+                };
+                queue.push_front((token, target, Some(input)));
+                Ok(())
+            }
+        }
+    }
+
+    fn gate(
+        &mut self,
+        node: &NodePlan,
+        token: &Token,
+        in_hash: Hash32,
+        condition: &dyn Condition,
+        routes: &[(String, Target)],
+    ) -> Flow {
+        let state = self.open(&token.id, node, 1, in_hash);
+        let started = Instant::now();
+        let label = condition.route_label(&token.row);
+        let chosen = label.as_ref().map_err(|e| e.clone()).and_then(|l| {
+            routes
+                .iter()
+                .find(|(name, _)| name == l)
+                .map(|(_, t)| t.clone())
+                .ok_or_else(|| {
+                    format!("no route for label {l:?} (routes: {})", route_names(routes))
+                })
+        });
+        match chosen {
+            Ok(next) => {
+                self.close(&state, StateResult::Completed { output: in_hash }, started);
+                self.commit.push(Event::RouteDecided {
+                    state,
+                    token: token.id.clone(),
+                    label: label.unwrap_or_default(),
+                    to: target_nodes(self.plan, &next),
+                });
+                Flow::Next(next, in_hash)
+            }
+            Err(error) => {
+                let error = format!("gate {}: {error}", node.id);
+                self.close(
+                    &state,
+                    StateResult::Failed {
+                        error: error.clone(),
+                        retryable: false,
+                    },
+                    started,
+                );
+                Flow::End(Outcome::Failed { error })
+            }
+        }
+    }
+
+    /// Copies `token` into one child per branch (one atomic event with the parent's
+    /// `forked` outcome) and queues the children in branch order.
+    fn fork(
+        &mut self,
+        token: Token,
+        branches: &[ForkBranch],
+        queue: &mut VecDeque<(Token, Target, Option<Hash32>)>,
+    ) {
+        let children: Vec<ForkChild> = branches
+            .iter()
+            .map(|b| ForkChild {
+                token: TokenId::fork_child(&token.id, &b.name),
+                branch: b.name.clone(),
+            })
+            .collect();
+        self.commit.push(Event::TokenForked {
+            parent: token.id.clone(),
+            children: children.clone(),
+        });
+        for (child, b) in children.into_iter().zip(branches) {
+            let mut forks = token.forks.clone();
+            forks.push(ForkCtx {
+                parent: token.id.clone(),
+                branch: b.name.clone(),
+                coalesce: b.coalesce,
+            });
+            let t = Token {
+                id: child.token,
+                row: token.row.clone(),
+                forks,
+            };
+            queue.push_back((t, b.target.clone(), None));
+        }
+    }
 }
 
-/// The ledger node a target names (sinks are nodes too); none for discard.
-fn target_node(plan: &Plan, target: &Target) -> Option<attest_ledger::NodeId> {
+/// What happens to a token after a node.
+enum Flow {
+    Next(Target, Hash32),
+    End(Outcome),
+}
+
+/// A retry's jitter in 0..1 s: derived from the token, attempt and clock, so concurrent
+/// rows do not retry in lock-step. It decides only when the next attempt starts.
+fn jitter(token: &TokenId, attempt: u32) -> f64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let mut h = blake3::Hasher::new();
+    h.update(token.as_str().as_bytes());
+    h.update(&attempt.to_le_bytes());
+    h.update(&nanos.to_le_bytes());
+    let b = h.finalize();
+    let mut eight = [0u8; 8];
+    eight.copy_from_slice(&b.as_bytes()[..8]);
+    (u64::from_le_bytes(eight) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// The ledger nodes a target names (sinks are nodes too); none for discard.
+pub(crate) fn target_nodes(plan: &Plan, target: &Target) -> Vec<attest_ledger::NodeId> {
     match target {
-        Target::Node(i) => plan.nodes.get(*i).map(|n| n.id.clone()),
-        Target::Sink { sink, .. } => plan.sinks.get(*sink).map(|s| s.id.clone()),
-        Target::Discard { .. } => None,
+        Target::Node(i) => plan
+            .nodes
+            .get(*i)
+            .map(|n| n.id.clone())
+            .into_iter()
+            .collect(),
+        Target::Sink { sink, .. } => plan
+            .sinks
+            .get(*sink)
+            .map(|s| s.id.clone())
+            .into_iter()
+            .collect(),
+        Target::Discard { .. } => Vec::new(),
+        Target::Fork(branches) => branches
+            .iter()
+            .flat_map(|b| target_nodes(plan, &b.target))
+            .collect(),
     }
 }
 
@@ -309,6 +700,6 @@ fn route_names(routes: &[(String, Target)]) -> String {
         .join(", ")
 }
 
-fn elapsed_us(since: Instant) -> u64 {
+pub(crate) fn elapsed_us(since: Instant) -> u64 {
     since.elapsed().as_micros().min(u128::from(u64::MAX)) as u64
 }
