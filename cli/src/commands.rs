@@ -110,7 +110,12 @@ pub fn replay(
             verify(&ledger, &run, None)?
         }
         Some(Expectation::Head(h)) => {
-            let run = resolve_run(&ledger, run)?;
+            // A head kept outside says the run was recorded: if the ledger no longer has
+            // it, that is lost evidence (verify reports EMPTY_RUN, exit 4), not a typo.
+            let run = match run {
+                "latest" => resolve_run(&ledger, run)?,
+                id => RunId::new(id).map_err(|e| Failure::bad_input(e.to_string()))?,
+            };
             verify(&ledger, &run, Some(h))?
         }
         Some(Expectation::Hash(hash)) => {
