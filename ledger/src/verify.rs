@@ -273,7 +273,7 @@ impl Ledger {
             hash: walk.last_hash,
         });
         if let Some(expected) = opts.expected_head {
-            if let Some(f) = check_head(&walk, expected) {
+            if let Some(f) = check_head(walk, expected) {
                 report.failure = Some(f);
                 return Ok(());
             }
