@@ -27,6 +27,8 @@ pub mod purge;
 mod records;
 pub mod rules;
 pub mod store;
+#[cfg(test)]
+mod test_support;
 pub mod verify;
 mod writer;
 

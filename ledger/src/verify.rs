@@ -1011,9 +1011,8 @@ fn clip(s: String) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{NodeKind, Outcome, SinkWrite};
+    use crate::event::{Outcome, SinkWrite};
     use crate::ids::{NodeId, TokenId};
-    use crate::ledger::RunStart;
     use crate::writer::Durability;
 
     fn node(s: &str) -> NodeId {
@@ -1080,28 +1079,7 @@ mod tests {
 
     /// A run with a few thousand projection records, enough for every comparison range.
     fn big_run(ledger: &Ledger) -> RunId {
-        let run = ledger
-            .start_run(RunStart {
-                config: b"cfg".to_vec(),
-                engine_version: "test".into(),
-                started_at_ms: 1,
-            })
-            .unwrap();
-        run.append(vec![
-            Event::NodeRegistered {
-                node: node("src"),
-                kind: NodeKind::Source,
-                plugin: "csv".into(),
-                config_hash: Hash32::ZERO,
-            },
-            Event::NodeRegistered {
-                node: node("out"),
-                kind: NodeKind::Sink,
-                plugin: "csv".into(),
-                config_hash: Hash32::ZERO,
-            },
-        ])
-        .unwrap();
+        let run = crate::test_support::source_to_sink_run(ledger);
         let mut c = crate::ledger::Commit::new();
         for row in 0..2000u64 {
             let payload = c.payload(format!("row {row}").into_bytes());

@@ -623,8 +623,9 @@ fn subject_states<'p>(p: &'p mut dyn Proj, subject: &Subject) -> Result<&'p [Sta
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{NodeKind, Outcome, SinkWrite};
-    use crate::ledger::{Commit, Ledger, RunStart};
+    use crate::event::{Outcome, SinkWrite};
+    use crate::ledger::{Commit, Ledger};
+    use crate::test_support::{node, source_to_sink_run};
     use std::path::{Path, PathBuf};
     use std::sync::Mutex;
 
@@ -640,10 +641,6 @@ mod tests {
             }
             None => false,
         }
-    }
-
-    fn node(s: &str) -> NodeId {
-        NodeId::new(s).unwrap()
     }
 
     fn row(r: u64) -> Commit {
@@ -665,28 +662,7 @@ mod tests {
         for round in 0..10 {
             let dir = tempfile::tempdir().unwrap();
             let ledger = Ledger::open(dir.path()).unwrap();
-            let run = ledger
-                .start_run(RunStart {
-                    config: b"cfg".to_vec(),
-                    engine_version: "test".into(),
-                    started_at_ms: 1,
-                })
-                .unwrap();
-            run.append(vec![
-                Event::NodeRegistered {
-                    node: node("src"),
-                    kind: NodeKind::Source,
-                    plugin: "csv".into(),
-                    config_hash: Hash32::ZERO,
-                },
-                Event::NodeRegistered {
-                    node: node("out"),
-                    kind: NodeKind::Sink,
-                    plugin: "csv".into(),
-                    config_hash: Hash32::ZERO,
-                },
-            ])
-            .unwrap();
+            let run = source_to_sink_run(&ledger);
             run.submit(row(0), Durability::Flushed).unwrap();
             FAULTS.lock().unwrap().push(ledger.path().to_path_buf());
             // Row 1's group fails; rows 2.. were checked against row 1 (in its group or
