@@ -168,10 +168,13 @@ impl Condition for ExprCondition {
     }
 }
 
-fn config_hash(debug: &impl std::fmt::Debug) -> Hash32 {
-    // The parsed configuration's debug form: stable for one build of attest, which is what
-    // resume compares against.
-    Hash32::of(format!("{debug:?}").as_bytes())
+/// The canonical hash of the `index`-th node of a section (see `config::NodeHashes`):
+/// what the ledger records for the node and `attest resume` compares.
+fn config_hash(hashes: &[Hash32], index: usize, what: &str) -> Result<Hash32, String> {
+    hashes
+        .get(index)
+        .copied()
+        .ok_or_else(|| format!("{what} {index} has no configuration hash"))
 }
 
 fn node_id(name: &str) -> Result<NodeId, String> {
@@ -252,7 +255,7 @@ pub fn plan(config: &PipelineConfig) -> Result<Plan, String> {
             crate::config::SourcePlugin::Csv => "csv".into(),
             crate::config::SourcePlugin::Json => "json".into(),
         },
-        config_hash: config_hash(&config.source),
+        config_hash: config.node_hashes.source,
         path: config.source.options.path.value.clone(),
         on_success: success(src_node, "the source")?,
         on_validation_failure: edge(src_node, &|l| *l == EdgeLabel::ValidationFailure)
@@ -294,7 +297,7 @@ pub fn plan(config: &PipelineConfig) -> Result<Plan, String> {
                     id: node_id(&node.name)?,
                     kind: NodeKind::Transform,
                     plugin: t.options.plugin().into(),
-                    config_hash: config_hash(t),
+                    config_hash: config_hash(&config.node_hashes.transforms, node.index, "transform")?,
                     exec,
                 });
             }
@@ -336,7 +339,7 @@ pub fn plan(config: &PipelineConfig) -> Result<Plan, String> {
                     id: node_id(&node.name)?,
                     kind: NodeKind::Gate,
                     plugin: "gate".into(),
-                    config_hash: config_hash(gc),
+                    config_hash: config_hash(&config.node_hashes.gates, node.index, "gate")?,
                     exec: NodeExec::Gate {
                         condition: Box::new(ExprCondition(expr)),
                         routes,
@@ -379,7 +382,11 @@ pub fn plan(config: &PipelineConfig) -> Result<Plan, String> {
                     id: node_id(&node.name)?,
                     kind: NodeKind::Aggregation,
                     plugin: a.options.plugin().into(),
-                    config_hash: config_hash(a),
+                    config_hash: config_hash(
+                        &config.node_hashes.aggregations,
+                        node.index,
+                        "aggregation",
+                    )?,
                     exec: NodeExec::Aggregation {
                         plugin,
                         trigger: BatchTrigger {
@@ -415,7 +422,7 @@ pub fn plan(config: &PipelineConfig) -> Result<Plan, String> {
                     id: node_id(&node.name)?,
                     kind: NodeKind::Coalesce,
                     plugin: "coalesce".into(),
-                    config_hash: config_hash(c),
+                    config_hash: config_hash(&config.node_hashes.coalesce, node.index, "coalesce")?,
                     exec: NodeExec::Coalesce {
                         policy: match c.policy {
                             CPolicy::RequireAll => CoalescePolicy::RequireAll,
@@ -440,7 +447,7 @@ pub fn plan(config: &PipelineConfig) -> Result<Plan, String> {
         }
     }
     let mut sinks = Vec::new();
-    for s in &config.sinks {
+    for (si, s) in config.sinks.iter().enumerate() {
         let graph_node = g.find(GKind::Sink, &s.name.value);
         let on_write_failure = match (&s.on_write_failure, graph_node) {
             (None, _) => None,
@@ -462,7 +469,7 @@ pub fn plan(config: &PipelineConfig) -> Result<Plan, String> {
         sinks.push(SinkPlan {
             id: node_id(&s.name.value)?,
             plugin: format!("{:?}", s.plugin).to_lowercase(),
-            config_hash: config_hash(s),
+            config_hash: config_hash(&config.node_hashes.sinks, si, "sink")?,
             path: s.options.path.value.clone(),
             on_write_failure,
         });

@@ -79,6 +79,7 @@ enum SinkKind {
 
 struct Sink {
     inner: SinkKind,
+    append: bool,
 }
 
 /// The executor names the sink when it reports either error; naming it here too printed
@@ -112,7 +113,17 @@ impl RowSink for Sink {
         Ok(SinkPosition {
             bytes: p.bytes,
             rows: p.rows,
+            hash: Hash32(p.hash),
         })
+    }
+
+    fn position_before_run(&mut self) -> Result<Option<SinkPosition>, SinkIoError> {
+        if !self.append {
+            return Ok(None);
+        }
+        // Before the first row, a durable point describes the file as found.
+        let p = self.flush_durable()?;
+        Ok((p.bytes > 0).then_some(p))
     }
 
     fn finish(self: Box<Self>) -> Result<Option<ArtifactInfo>, SinkIoError> {
@@ -137,6 +148,30 @@ pub type Opened = (Box<dyn RowSource>, Vec<Box<dyn RowSink>>);
 /// before the run starts) and prepares the sinks (which create their files only when the
 /// first row arrives).
 pub fn open(config: &PipelineConfig) -> Result<Opened, String> {
+    open_with(config, None)
+}
+
+/// As [`open`], for `attest resume`: each sink continues from its durable point (one per
+/// sink, in configuration order). A sink whose file no longer begins with the point's
+/// bytes is refused with a message naming it; a torn tail after them is cut off.
+pub fn open_resume(
+    config: &PipelineConfig,
+    points: &[formats::DurablePoint],
+) -> Result<Opened, String> {
+    if points.len() != config.sinks.len() {
+        return Err(format!(
+            "{} durable points for {} sinks",
+            points.len(),
+            config.sinks.len()
+        ));
+    }
+    open_with(config, Some(points))
+}
+
+fn open_with(
+    config: &PipelineConfig,
+    resume: Option<&[formats::DurablePoint]>,
+) -> Result<Opened, String> {
     let src = &config.source;
     let path = src.options.path.value.clone();
     check_encoding("source", &path, &src.options.encoding)?;
@@ -167,8 +202,9 @@ pub fn open(config: &PipelineConfig) -> Result<Opened, String> {
         }
     };
     let mut sinks: Vec<Box<dyn RowSink>> = Vec::new();
-    for s in &config.sinks {
+    for (i, s) in config.sinks.iter().enumerate() {
         let o = &s.options;
+        let point = resume.and_then(|p| p.get(i)).copied();
         check_encoding("sink", &o.path.value, &o.encoding)?;
         // Output directories are created as needed (the file itself only with its first
         // row); a directory that cannot be created is reported before the run starts.
@@ -208,7 +244,13 @@ pub fn open(config: &PipelineConfig) -> Result<Opened, String> {
                 opts.delimiter = *delimiter;
                 opts.headers = headers;
                 opts.mode = mode;
-                SinkKind::Csv(formats::CsvSink::new(opts).map_err(fail)?)
+                SinkKind::Csv(
+                    match point {
+                        None => formats::CsvSink::new(opts),
+                        Some(p) => formats::CsvSink::open_resume(opts, p),
+                    }
+                    .map_err(fail)?,
+                )
             }
             SinkFormat::Json { format, indent } => {
                 let mut opts = formats::JsonSinkOptions::new(&o.path.value, schema(&o.schema));
@@ -219,10 +261,19 @@ pub fn open(config: &PipelineConfig) -> Result<Opened, String> {
                 opts.indent = *indent;
                 opts.headers = headers;
                 opts.mode = mode;
-                SinkKind::Json(formats::JsonSink::new(opts).map_err(fail)?)
+                SinkKind::Json(
+                    match point {
+                        None => formats::JsonSink::new(opts),
+                        Some(p) => formats::JsonSink::open_resume(opts, p),
+                    }
+                    .map_err(fail)?,
+                )
             }
         };
-        sinks.push(Box::new(Sink { inner }));
+        sinks.push(Box::new(Sink {
+            inner,
+            append: mode == formats::WriteMode::Append,
+        }));
     }
     Ok((source, sinks))
 }

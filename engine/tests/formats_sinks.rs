@@ -53,6 +53,16 @@ fn json_sink(path: &Path, indent: Option<i64>) -> JsonSink {
     ok(JsonSink::new(o))
 }
 
+/// The durable point a file's current content stands for.
+fn point_of(path: &Path, rows: u64) -> DurablePoint {
+    let bytes = std::fs::read(path).unwrap_or_default();
+    DurablePoint {
+        bytes: bytes.len() as u64,
+        rows,
+        hash: *blake3::hash(&bytes).as_bytes(),
+    }
+}
+
 fn write_all_csv(sink: &mut CsvSink, rows: &[Value]) {
     for r in rows {
         ok(sink.write_row(&row(r.clone())));
@@ -196,7 +206,7 @@ fn csv_sink_without_rows_creates_nothing_and_keeps_existing_files() {
     let dir = tmp();
     let path = dir.path().join("never.csv");
     let mut sink = csv_sink(&path, Schema::observed());
-    assert_eq!(ok(sink.flush_durable()), DurablePoint { bytes: 0, rows: 0 });
+    assert_eq!(ok(sink.flush_durable()), DurablePoint::empty());
     assert!(ok(sink.finish()).is_none());
     assert!(!path.exists());
 
@@ -230,10 +240,8 @@ fn csv_append_reuses_existing_header() {
     opts.mode = WriteMode::Append;
     opts.headers = HeaderMode::Original(BTreeMap::from([("name".to_string(), "Name".to_string())]));
     let mut sink = ok(CsvSink::new(opts.clone()));
-    assert_eq!(
-        ok(sink.flush_durable()),
-        DurablePoint { bytes: 16, rows: 0 }
-    );
+    assert_eq!(ok(sink.flush_durable()), point_of(&path, 0));
+    assert_eq!(point_of(&path, 0).bytes, 16);
     ok(sink.write_row(&row(json!({"id": 1, "name": "new"}))));
     assert!(matches!(
         sink.write_row(&row(json!({"other": 1}))),
@@ -296,7 +304,8 @@ fn csv_resume_cuts_the_torn_tail() {
         &[json!({"id": 1, "v": "a"}), json!({"id": 2, "v": "b"})],
     );
     let point = ok(sink.flush_durable());
-    assert_eq!(point, DurablePoint { bytes: 16, rows: 2 });
+    assert_eq!(point, point_of(&path, 2));
+    assert_eq!(point.bytes, 16);
     ok(sink.write_row(&row(json!({"id": 3, "v": "c"}))));
     drop(sink); // a crash after a write that was never made durable
                 // ...and a torn half row on top.
@@ -353,7 +362,8 @@ fn csv_resume_detects_a_shortened_file() {
             opts,
             DurablePoint {
                 bytes: 100,
-                rows: 3
+                rows: 3,
+                hash: [0; 32],
             }
         ),
         Err(SinkError::Resume { .. })
@@ -391,7 +401,8 @@ fn json_array_golden_and_valid_at_each_durable_point() {
     ok(sink.write_row(&row(json!({"a": 1}))));
     let p1 = ok(sink.flush_durable());
     assert_eq!(read(&path), "[{\"a\": 1}]");
-    assert_eq!(p1, DurablePoint { bytes: 10, rows: 1 });
+    assert_eq!(p1, point_of(&path, 1));
+    assert_eq!(p1.bytes, 10);
     ok(sink.write_row(&row(json!({"a": 2, "b": [1.0]}))));
     ok(sink.write_row(&row(json!({"a": 3}))));
     let p2 = ok(sink.flush_durable());
@@ -476,7 +487,8 @@ fn jsonl_append_and_resume() {
     let mut sink = ok(JsonSink::new(opts.clone()));
     ok(sink.write_row(&row(json!({"n": 1}))));
     let point = ok(sink.flush_durable());
-    assert_eq!(point, DurablePoint { bytes: 23, rows: 1 });
+    assert_eq!(point, point_of(&path, 1));
+    assert_eq!(point.bytes, 23);
     ok(sink.write_row(&row(json!({"n": "lost"}))));
     drop(sink);
     let mut sink = ok(JsonSink::open_resume(opts, point));
@@ -610,4 +622,221 @@ fn io_errors_name_the_file_and_end_the_sink() {
         sink.write_row(&row(json!({"a": 1}))),
         Err(SinkError::Io { .. })
     ));
+}
+
+// --- crash and resume, any format ---------------------------------------------------------
+
+/// The sink kinds a resume must handle: their framing differs (a CSV header, JSON lines, a
+/// JSON array whose closing bracket is rewritten at every durable point).
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Csv,
+    Jsonl,
+    Array,
+    ArrayIndented,
+}
+
+enum AnySink {
+    Csv(CsvSink),
+    Json(JsonSink),
+}
+
+impl AnySink {
+    fn write(&mut self, r: &Row) -> Result<(), SinkError> {
+        match self {
+            AnySink::Csv(s) => s.write_row(r),
+            AnySink::Json(s) => s.write_row(r),
+        }
+    }
+    fn flush(&mut self) -> Result<DurablePoint, SinkError> {
+        match self {
+            AnySink::Csv(s) => s.flush_durable(),
+            AnySink::Json(s) => s.flush_durable(),
+        }
+    }
+    fn finish(self) -> Result<(), SinkError> {
+        match self {
+            AnySink::Csv(s) => s.finish().map(|_| ()),
+            AnySink::Json(s) => s.finish().map(|_| ()),
+        }
+    }
+}
+
+fn any_sink(kind: Kind, path: &Path, resume: Option<DurablePoint>) -> Result<AnySink, SinkError> {
+    match kind {
+        Kind::Csv => {
+            let o = CsvSinkOptions::new(path, Schema::observed());
+            Ok(AnySink::Csv(match resume {
+                None => CsvSink::new(o)?,
+                Some(p) => CsvSink::open_resume(o, p)?,
+            }))
+        }
+        Kind::Jsonl | Kind::Array | Kind::ArrayIndented => {
+            let mut o = JsonSinkOptions::new(path, Schema::observed());
+            o.format = Some(match kind {
+                Kind::Jsonl => JsonFormat::Lines,
+                _ => JsonFormat::Array,
+            });
+            if let Kind::ArrayIndented = kind {
+                o.indent = Some(2);
+            }
+            Ok(AnySink::Json(match resume {
+                None => JsonSink::new(o)?,
+                Some(p) => JsonSink::open_resume(o, p)?,
+            }))
+        }
+    }
+}
+
+fn kind() -> impl Strategy<Value = Kind> {
+    prop_oneof![
+        Just(Kind::Csv),
+        Just(Kind::Jsonl),
+        Just(Kind::Array),
+        Just(Kind::ArrayIndented)
+    ]
+}
+
+fn rows_of(values: &[(i64, String)]) -> Vec<Row> {
+    values
+        .iter()
+        .map(|(n, s)| row(json!({"n": n, "s": s})))
+        .collect()
+}
+
+/// Writes `rows[..crash_at]`, making the sink durable after each row whose index is in
+/// `flush_after`, then "crashes" (drops the sink) and tears the file with `torn` bytes.
+/// Returns the last durable point, as the ledger would have recorded it.
+fn crash(
+    kind: Kind,
+    path: &Path,
+    rows: &[Row],
+    flush_after: &[usize],
+    crash_at: usize,
+    torn: &[u8],
+) -> Result<DurablePoint, TestCaseError> {
+    let fail = |e: SinkError| TestCaseError::fail(e.to_string());
+    let mut sink = any_sink(kind, path, None).map_err(fail)?;
+    let mut point = DurablePoint::empty();
+    for (i, r) in rows[..crash_at].iter().enumerate() {
+        sink.write(r).map_err(fail)?;
+        if flush_after.contains(&i) {
+            point = sink.flush().map_err(fail)?;
+        }
+    }
+    drop(sink);
+    if path.exists() && !torn.is_empty() {
+        let mut bytes = std::fs::read(path).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        bytes.extend_from_slice(torn);
+        std::fs::write(path, bytes).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    }
+    Ok(point)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(96))]
+
+    /// Whatever was written and torn after the last durable point, resuming from it and
+    /// writing the remaining rows gives exactly the bytes of an uninterrupted run.
+    #[test]
+    fn resume_from_any_durable_point_gives_the_uninterrupted_bytes(
+        kind in kind(),
+        values in proptest::collection::vec((any::<i64>(), "[a-z,\"\n ]{0,6}"), 1..12),
+        flush_after in proptest::collection::vec(0usize..12, 0..4),
+        crash_frac in 0.0f64..=1.0,
+        torn in proptest::collection::vec(any::<u8>(), 0..8),
+    ) {
+        let rows = rows_of(&values);
+        let crash_at = ((rows.len() as f64) * crash_frac) as usize;
+        let dir = tmp();
+        let clean = dir.path().join("clean.out");
+        let mut sink = any_sink(kind, &clean, None).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        for r in &rows {
+            sink.write(r).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        }
+        sink.finish().map_err(|e| TestCaseError::fail(e.to_string()))?;
+
+        let path = dir.path().join("crashed.out");
+        let point = crash(kind, &path, &rows, &flush_after, crash_at, &torn)?;
+        let mut sink = any_sink(kind, &path, Some(point)).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        for r in &rows[point.rows as usize..] {
+            sink.write(r).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        }
+        sink.finish().map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(std::fs::read(&path).ok(), std::fs::read(&clean).ok());
+    }
+
+    /// A durable prefix changed behind the sink's back (one byte altered, or the file cut
+    /// short or removed) is refused, never repaired or written over. Only a JSON array's
+    /// closing bracket is exempt: the next row legitimately overwrites it, so a resume
+    /// writes it back whatever the file holds there.
+    #[test]
+    fn resume_refuses_a_changed_durable_prefix(
+        kind in kind(),
+        values in proptest::collection::vec((any::<i64>(), "[a-z]{0,4}"), 1..8),
+        at in any::<prop::sample::Index>(),
+        flip in 1u8..=255,
+        how in 0u8..3,
+    ) {
+        let rows = rows_of(&values);
+        let dir = tmp();
+        let path = dir.path().join("out");
+        let point = crash(kind, &path, &rows, &[rows.len() - 1], rows.len(), b"")?;
+        let mut bytes = std::fs::read(&path).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(bytes.len() as u64, point.bytes);
+        let body = bytes.len() - closing_len(kind);
+        match how {
+            0 => {
+                let i = at.index(body);
+                bytes[i] ^= flip;
+                std::fs::write(&path, &bytes).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            }
+            1 => {
+                bytes.truncate(at.index(body));
+                std::fs::write(&path, &bytes).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            }
+            _ => std::fs::remove_file(&path).map_err(|e| TestCaseError::fail(e.to_string()))?,
+        }
+        let before = std::fs::read(&path).ok();
+        match any_sink(kind, &path, Some(point)) {
+            Err(e @ SinkError::Resume { .. }) => {
+                prop_assert!(e.to_string().contains("out"), "{}", e);
+            }
+            Err(other) => return Err(TestCaseError::fail(format!("wrong error: {other}"))),
+            Ok(_) => return Err(TestCaseError::fail("a changed file was accepted")),
+        }
+        prop_assert_eq!(std::fs::read(&path).ok(), before, "the refused file was changed");
+    }
+}
+
+/// Bytes of the closing bracket a durable JSON array ends with.
+fn closing_len(kind: Kind) -> usize {
+    match kind {
+        Kind::Csv | Kind::Jsonl => 0,
+        Kind::Array => 1,
+        Kind::ArrayIndented => 2,
+    }
+}
+
+#[test]
+fn resume_writes_back_an_overwritten_closing_bracket() {
+    for kind in [Kind::Array, Kind::ArrayIndented] {
+        let dir = tmp();
+        let path = dir.path().join("out.json");
+        let rows = rows_of(&[(1, "a".into()), (2, "b".into())]);
+        let point = match crash(kind, &path, &rows, &[1], 2, b"") {
+            Ok(p) => p,
+            Err(e) => panic!("{e}"),
+        };
+        let durable = read(&path);
+        // What the next row leaves when the crash comes right after it cut the bracket.
+        let cut = &durable[..durable.len() - closing_len(kind)];
+        if let Err(e) = std::fs::write(&path, cut) {
+            panic!("{e}");
+        }
+        let sink = ok(any_sink(kind, &path, Some(point)));
+        assert_eq!(read(&path), durable, "{kind:?}");
+        ok(sink.finish());
+        assert_eq!(read(&path), durable, "{kind:?}");
+    }
 }

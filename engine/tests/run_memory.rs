@@ -30,8 +30,8 @@ impl RowSink for MemSink {
     }
     fn flush_durable(&mut self) -> Result<SinkPosition, SinkIoError> {
         Ok(SinkPosition {
-            bytes: 0,
             rows: self.0.lock().unwrap().len() as u64,
+            ..SinkPosition::default()
         })
     }
     fn finish(self: Box<Self>) -> Result<Option<ArtifactInfo>, SinkIoError> {

@@ -32,3 +32,114 @@ pub(crate) fn for_each(
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// Calls `f` on the records of `run`'s log from the newest back, until `f` returns
+/// `Ok(false)`. Segments are read newest first, and the records of each in reverse.
+pub(crate) fn for_each_rev(
+    store: &Store,
+    run: &RunId,
+    mut f: impl FnMut(&RawRecord<'_>) -> Result<bool>,
+) -> Result<()> {
+    for item in store.db.scan_prefix(projection::log_prefix(run)).rev() {
+        let (key, segment) = item.map_err(|e| store.storage_err(e))?;
+        let mut records = Vec::new();
+        for record in codec::read_segment(&segment) {
+            records.push(record.map_err(|e| {
+                LedgerError::Corrupt(format!(
+                    "run {run}: a record in the log segment at key {} does not frame: {e}",
+                    hex(&key)
+                ))
+            })?);
+        }
+        for record in records.iter().rev() {
+            if !f(record)? {
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
+impl crate::Ledger {
+    /// The newest event of `run` for which `pick` returns something, with its seq: for
+    /// resume, which needs the last checkpoint without reading the whole log.
+    pub fn find_last_event<T>(
+        &self,
+        run: &RunId,
+        mut pick: impl FnMut(&crate::Event) -> Option<T>,
+    ) -> Result<Option<(u64, T)>> {
+        let mut found = None;
+        for_each_rev(self.store(), run, |r| {
+            if let Some(t) = pick(&r.event()?) {
+                found = Some((r.seq, t));
+                return Ok(false);
+            }
+            Ok(true)
+        })?;
+        Ok(found)
+    }
+
+    /// One projection record of `run` as the rules left it (`None` when absent): the state
+    /// that resume rebuilds from and checks re-executed rows against.
+    pub fn projection(
+        &self,
+        run: &RunId,
+        key: &crate::projection::PKey,
+    ) -> Result<Option<crate::projection::PVal>> {
+        self.store().get_proj(run, key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::event::Event;
+    use crate::projection::{PKey, PVal};
+    use crate::test_support::{node, source_to_sink_run};
+
+    fn checkpoint(rows: u64, note: &str) -> Event {
+        Event::Checkpoint {
+            rows_ingested: rows,
+            note: note.into(),
+        }
+    }
+
+    #[test]
+    fn find_last_event_reads_from_the_newest_record_across_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = crate::Ledger::open(dir.path()).unwrap();
+        let run = source_to_sink_run(&ledger);
+        // Separate commits make separate log segments.
+        run.append(vec![checkpoint(0, "first")]).unwrap();
+        run.append(vec![checkpoint(0, "second"), checkpoint(0, "third")])
+            .unwrap();
+        run.append(vec![Event::RowIngested {
+            row: 0,
+            source: node("src"),
+            payload: crate::Hash32::ZERO,
+        }])
+        .unwrap();
+        let last = ledger
+            .find_last_event(run.id(), |e| match e {
+                Event::Checkpoint { note, .. } => Some(note.clone()),
+                _ => None,
+            })
+            .unwrap();
+        // genesis, one registration commit of 2, then the checkpoints at 3, 4, 5.
+        assert_eq!(last, Some((5, "third".to_string())));
+        let none = ledger
+            .find_last_event(run.id(), |e| match e {
+                Event::RunFinished { .. } => Some(()),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(none, None);
+        match ledger.projection(run.id(), &PKey::Node(node("out"))).unwrap() {
+            Some(PVal::Node(n)) => assert_eq!(n.next_ordinal, 0),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            ledger.projection(run.id(), &PKey::Node(node("nope"))).unwrap(),
+            None
+        );
+    }
+}

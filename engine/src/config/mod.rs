@@ -15,6 +15,7 @@
 //! ```
 
 mod aggregation;
+mod canonical;
 mod coalesce;
 mod condition;
 mod decode;
@@ -38,6 +39,7 @@ pub use aggregation::{
     AggregationConfig, AggregationOptions, BatchReplicateOptions, BatchStatsOptions, OutputMode,
     Trigger,
 };
+pub use canonical::NodeHashes;
 pub use coalesce::{CoalesceBranch, CoalesceConfig, CoalescePolicy, MergeStrategy};
 pub use condition::Condition;
 pub use env::{expand_str, EnvLookup};
@@ -123,8 +125,13 @@ pub fn parse_str(
         }
     });
     let config = yaml::parse(text, &mut d).and_then(|mut root| {
+        // Before expansion: a node's hash covers what the file says, never a variable's
+        // value (see `canonical`).
+        let node_hashes = canonical::node_hashes(&root);
         env::expand_tree(&mut root, env, &mut d);
-        settings::parse_pipeline(&root, text, base_dir, &mut d)
+        let mut config = settings::parse_pipeline(&root, text, base_dir, &mut d)?;
+        config.node_hashes = node_hashes;
+        Some(config)
     });
     let (errors, warnings) = d.finish();
     match config {

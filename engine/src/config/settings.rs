@@ -36,6 +36,8 @@ pub struct PipelineConfig {
     pub ledger: LedgerConfig,
     /// The wiring, resolved and checked.
     pub graph: Graph,
+    /// Each node's configuration hashed in canonical form, as the ledger records it.
+    pub node_hashes: super::NodeHashes,
     /// Settings accepted but without effect in attest.
     pub warnings: Vec<ConfigWarning>,
 }
@@ -379,6 +381,8 @@ pub(crate) fn parse_pipeline(
         concurrency: concurrency?,
         ledger: ledger?,
         graph: graph?,
+        // Filled in by the loader, which still has the unexpanded tree.
+        node_hashes: super::NodeHashes::default(),
         warnings: Vec::new(),
     })
 }

@@ -20,8 +20,8 @@ use super::csv_source::DEFAULT_MAX_RECORD_BYTES;
 use super::python::{py_number_repr, py_repr};
 use super::schema::{Schema, SchemaMode};
 use super::sink::{
-    existing_len, io_error, restore_before_run, ArtifactInfo, DurablePoint, HeaderMode, SinkError,
-    SinkFile, WriteMode,
+    existing_len, io_error, point_before_first_row, restore_before_run, ArtifactInfo,
+    DurablePoint, HeaderMode, SinkError, SinkFile, WriteMode,
 };
 use crate::value::Row;
 
@@ -90,8 +90,9 @@ impl CsvSink {
         })
     }
 
-    /// Continue a sink from a recorded durable point: the file is cut back to
-    /// `point.bytes` (dropping any torn tail) and writing continues after row `point.rows`.
+    /// Continue a sink from a recorded durable point: the file must still begin with the
+    /// point's bytes (else [`SinkError::Resume`]); it is cut back to `point.bytes`
+    /// (dropping any torn tail) and writing continues after row `point.rows`.
     pub fn open_resume(opts: CsvSinkOptions, point: DurablePoint) -> Result<CsvSink, SinkError> {
         let mut sink = CsvSink::new(opts)?;
         let path = sink.opts.path.clone();
@@ -99,7 +100,7 @@ impl CsvSink {
             restore_before_run(&path, sink.opts.mode, point)?;
             return Ok(sink);
         }
-        let file = SinkFile::resume(&path, point.bytes)?;
+        let file = SinkFile::resume(&path, point, &[])?;
         let header = read_header(&path, sink.opts.delimiter)?.ok_or_else(|| SinkError::Resume {
             path: path.clone(),
             message: "the file has no header row".to_string(),
@@ -323,22 +324,13 @@ impl CsvSink {
         }
         match self.file.as_mut() {
             Some(file) => {
-                if let Err(e) = file.sync() {
+                let point = file.durable_point(self.rows);
+                if point.is_err() {
                     self.failed = true;
-                    return Err(e);
                 }
-                Ok(DurablePoint {
-                    bytes: file.len(),
-                    rows: self.rows,
-                })
+                point
             }
-            None => Ok(DurablePoint {
-                bytes: match self.opts.mode {
-                    WriteMode::Append => existing_len(&self.opts.path)?,
-                    WriteMode::Write => 0,
-                },
-                rows: 0,
-            }),
+            None => point_before_first_row(&self.opts.path, self.opts.mode),
         }
     }
 

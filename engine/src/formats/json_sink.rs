@@ -3,9 +3,9 @@
 //! JSONL is one compact object per line plus `\n`. Array mode must end with ELSPETH's final
 //! bytes — `[{"a": 1}, {"a": 2}]`, no trailing newline — although attest writes rows as they
 //! finish. Rather than rewriting the whole file per flush, the array is kept *valid at every
-//! durable point*: `flush_durable` writes the closing bracket, and the next row cuts it off
-//! again before adding `, {...}`. A resume cuts the file to the durable length and removes
-//! that closing bracket the same way.
+//! durable point*: `flush_durable` writes the closing bracket as the file's provisional
+//! tail, and the next row cuts it off again before adding `, {...}`. A resume cuts the file
+//! to the durable length, which ends with that bracket, and treats it as the tail again.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -16,8 +16,8 @@ use super::json_encode::{encode_value, Indent};
 use super::json_source::JsonFormat;
 use super::schema::Schema;
 use super::sink::{
-    existing_len, restore_before_run, ArtifactInfo, DurablePoint, HeaderMode, SinkError, SinkFile,
-    WriteMode,
+    point_before_first_row, restore_before_run, ArtifactInfo, DurablePoint, HeaderMode, SinkError,
+    SinkFile, WriteMode,
 };
 use crate::value::Row;
 
@@ -56,8 +56,6 @@ pub struct JsonSink {
     indent: Option<Indent>,
     file: Option<SinkFile>,
     rows: u64,
-    /// Array mode: the closing bracket is currently at the end of the file.
-    closed: bool,
     failed: bool,
 }
 
@@ -79,7 +77,6 @@ impl JsonSink {
             format,
             file: None,
             rows: 0,
-            closed: false,
             failed: false,
         })
     }
@@ -92,23 +89,14 @@ impl JsonSink {
             restore_before_run(&path, sink.opts.mode, point)?;
             return Ok(sink);
         }
-        let mut file = SinkFile::resume(&path, point.bytes)?;
-        if sink.format == JsonFormat::Array {
-            // The durable file ended with the closing bracket; later writes may have
-            // overwritten it, so cut it off by length and write it again at the next flush.
-            let closing = sink.closing().len() as u64;
-            let Some(open_len) = point.bytes.checked_sub(closing) else {
-                return Err(SinkError::Resume {
-                    path,
-                    message: format!(
-                        "{} bytes cannot hold a JSON array of {} rows",
-                        point.bytes, point.rows
-                    ),
-                });
-            };
-            file.truncate(open_len)?;
-        }
-        sink.file = Some(file);
+        // A durable array ends with its closing bracket, which the next write cut off: it
+        // is the file's provisional tail again, cut off by the next row (or kept if none
+        // comes).
+        let tail = match sink.format {
+            JsonFormat::Array => sink.closing(),
+            JsonFormat::Lines => String::new(),
+        };
+        sink.file = Some(SinkFile::resume(&path, point, tail.as_bytes())?);
         sink.rows = point.rows;
         Ok(sink)
     }
@@ -194,14 +182,7 @@ impl JsonSink {
                     self.file = Some(SinkFile::create(&self.opts.path)?);
                     text.push_str(&self.opening());
                 } else {
-                    if self.closed {
-                        let closing = self.closing().len() as u64;
-                        if let Some(file) = self.file.as_mut() {
-                            let open_len = file.len().saturating_sub(closing);
-                            file.truncate(open_len)?;
-                        }
-                        self.closed = false;
-                    }
+                    // Writing cuts off the closing bracket of the last durable point.
                     text.push_str(&self.separator());
                 }
                 encode_value(&mut text, &value, self.indent, 1);
@@ -262,21 +243,12 @@ impl JsonSink {
         let closing = self.closing();
         let array = self.format == JsonFormat::Array;
         let Some(file) = self.file.as_mut() else {
-            let bytes = match (self.format, self.opts.mode) {
-                (JsonFormat::Lines, WriteMode::Append) => existing_len(&self.opts.path)?,
-                _ => 0,
-            };
-            return Ok(DurablePoint { bytes, rows: 0 });
+            return point_before_first_row(&self.opts.path, self.opts.mode);
         };
-        if array && !self.closed {
-            file.write(closing.as_bytes())?;
-            self.closed = true;
+        if array && !file.has_tail() {
+            file.write_tail(closing.as_bytes())?;
         }
-        file.sync()?;
-        Ok(DurablePoint {
-            bytes: file.len(),
-            rows: self.rows,
-        })
+        file.durable_point(self.rows)
     }
 
     /// Complete and sync the file and describe it; `None` when no row was ever written.

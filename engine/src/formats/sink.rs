@@ -13,12 +13,26 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-/// A state of a sink's file that is on disk: its length and the rows it holds. Resuming
-/// from it truncates the file to `bytes` and continues with row `rows`.
+/// A state of a sink's file that is on disk: its length, the rows it holds and the hash of
+/// its bytes. Resuming from it checks that the file still begins with exactly those bytes,
+/// truncates it to `bytes` and continues with row `rows`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct DurablePoint {
     pub bytes: u64,
     pub rows: u64,
+    /// blake3 of the file's first `bytes` bytes.
+    pub hash: [u8; 32],
+}
+
+impl DurablePoint {
+    /// The point of a file that does not exist yet (or is about to be truncated).
+    pub fn empty() -> DurablePoint {
+        DurablePoint {
+            bytes: 0,
+            rows: 0,
+            hash: *blake3::hash(b"").as_bytes(),
+        }
+    }
 }
 
 /// The finished output file.
@@ -168,11 +182,20 @@ pub(crate) fn io_error<'a>(
     }
 }
 
-/// An output file that knows its length and can be made durable.
+/// An output file that knows its length and the hash of its content, and can be made
+/// durable.
+///
+/// The hash is kept running as bytes are written, so a durable point's hash costs nothing
+/// to compute. Bytes written with [`SinkFile::write_tail`] are *provisional* (a JSON array's
+/// closing bracket, written at each durable point so the file is valid there): they are on
+/// disk and in the point's hash, but the next write cuts them off first.
 pub(crate) struct SinkFile {
     path: PathBuf,
     out: BufWriter<File>,
     len: u64,
+    /// blake3 of the bytes before the provisional tail.
+    hasher: blake3::Hasher,
+    tail: Vec<u8>,
     /// A newly created file's directory entry must be synced once, or a crash can lose the
     /// file even though its bytes were synced.
     dir_needs_sync: bool,
@@ -182,10 +205,11 @@ impl SinkFile {
     /// Create or truncate.
     pub(crate) fn create(path: &Path) -> Result<SinkFile, SinkError> {
         let file = File::create(path).map_err(io_error(path, "create"))?;
-        Ok(SinkFile::wrap(path, file, 0, true))
+        Ok(SinkFile::wrap(path, file, 0, blake3::Hasher::new(), true))
     }
 
-    /// Open for appending (creating it if missing), positioned at the end.
+    /// Open for appending (creating it if missing), positioned at the end. The content
+    /// already there is read once, for the hash.
     pub(crate) fn append(path: &Path) -> Result<SinkFile, SinkError> {
         let existed = path.exists();
         let mut file = OpenOptions::new()
@@ -198,54 +222,130 @@ impl SinkFile {
         let len = file
             .seek(SeekFrom::End(0))
             .map_err(io_error(path, "seek"))?;
-        Ok(SinkFile::wrap(path, file, len, !existed))
+        let mut hasher = blake3::Hasher::new();
+        hash_prefix(path, len, &mut hasher)?;
+        Ok(SinkFile::wrap(path, file, len, hasher, !existed))
     }
 
-    /// Open an existing file, cut it to `len` and position at the end.
-    pub(crate) fn resume(path: &Path, len: u64) -> Result<SinkFile, SinkError> {
+    /// Continue a file from a durable point: check that the file still holds the point's
+    /// bytes (a file that is shorter, or whose content differs, was changed outside attest
+    /// and is refused, not repaired), cut off whatever follows (a write the crash tore) and
+    /// position at the end.
+    ///
+    /// `tail` is the point's provisional tail (see [`SinkFile::write_tail`]), known to the
+    /// caller: a write after the point may have replaced it on disk, so only the bytes
+    /// before it are read; the tail is written back.
+    pub(crate) fn resume(
+        path: &Path,
+        point: DurablePoint,
+        tail: &[u8],
+    ) -> Result<SinkFile, SinkError> {
         let mut file = OpenOptions::new()
             .write(true)
             .open(path)
-            .map_err(io_error(path, "open for resume"))?;
-        let actual = file.metadata().map_err(io_error(path, "stat"))?.len();
-        if actual < len {
-            return Err(SinkError::Resume {
-                path: path.to_path_buf(),
-                message: format!(
-                    "the file has {actual} bytes but {len} were recorded as durable; it was changed outside attest"
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::NotFound => resume_error(
+                    path,
+                    format!(
+                        "the file is missing; {} rows ({} bytes) were recorded as written to it",
+                        point.rows, point.bytes
+                    ),
                 ),
-            });
+                _ => io_error(path, "open for resume")(e),
+            })?;
+        let Some(body) = point.bytes.checked_sub(tail.len() as u64) else {
+            return Err(resume_error(
+                path,
+                format!(
+                    "{} bytes cannot end with the {} bytes this file ends with",
+                    point.bytes,
+                    tail.len()
+                ),
+            ));
+        };
+        let actual = file.metadata().map_err(io_error(path, "stat"))?.len();
+        if actual < body {
+            return Err(resume_error(
+                path,
+                format!(
+                    "the file has {actual} bytes but {} were recorded as durable; it was changed outside attest",
+                    point.bytes
+                ),
+            ));
         }
-        file.set_len(len).map_err(io_error(path, "truncate"))?;
-        file.seek(SeekFrom::Start(len))
+        let mut hasher = blake3::Hasher::new();
+        hash_prefix(path, body, &mut hasher)?;
+        let mut whole = hasher.clone();
+        whole.update(tail);
+        if *whole.finalize().as_bytes() != point.hash {
+            return Err(resume_error(
+                path,
+                format!(
+                    "its first {} bytes are not the ones recorded as durable ({} rows); it was changed outside attest",
+                    point.bytes, point.rows
+                ),
+            ));
+        }
+        file.set_len(body).map_err(io_error(path, "truncate"))?;
+        file.seek(SeekFrom::Start(body))
             .map_err(io_error(path, "seek"))?;
-        file.sync_all().map_err(io_error(path, "fsync"))?;
-        Ok(SinkFile::wrap(path, file, len, false))
+        let mut out = SinkFile::wrap(path, file, body, hasher, false);
+        if !tail.is_empty() {
+            out.write_tail(tail)?;
+        }
+        out.sync()?;
+        Ok(out)
     }
 
-    fn wrap(path: &Path, file: File, len: u64, dir_needs_sync: bool) -> SinkFile {
+    fn wrap(
+        path: &Path,
+        file: File,
+        len: u64,
+        hasher: blake3::Hasher,
+        dir_needs_sync: bool,
+    ) -> SinkFile {
         SinkFile {
             path: path.to_path_buf(),
             out: BufWriter::with_capacity(64 * 1024, file),
             len,
+            hasher,
+            tail: Vec::new(),
             dir_needs_sync,
         }
     }
 
-    pub(crate) fn len(&self) -> u64 {
-        self.len
-    }
-
+    /// Appends `bytes` (after cutting off a provisional tail).
     pub(crate) fn write(&mut self, bytes: &[u8]) -> Result<(), SinkError> {
+        self.cut_tail()?;
         self.out
             .write_all(bytes)
             .map_err(io_error(&self.path, "write"))?;
+        self.hasher.update(bytes);
         self.len += bytes.len() as u64;
         Ok(())
     }
 
-    /// Cut the file back to `len` (which must not exceed the current length).
-    pub(crate) fn truncate(&mut self, len: u64) -> Result<(), SinkError> {
+    /// Appends provisional bytes, replacing any earlier tail: they end the file until the
+    /// next [`SinkFile::write`] cuts them off.
+    pub(crate) fn write_tail(&mut self, bytes: &[u8]) -> Result<(), SinkError> {
+        self.cut_tail()?;
+        self.out
+            .write_all(bytes)
+            .map_err(io_error(&self.path, "write"))?;
+        self.len += bytes.len() as u64;
+        self.tail = bytes.to_vec();
+        Ok(())
+    }
+
+    pub(crate) fn has_tail(&self) -> bool {
+        !self.tail.is_empty()
+    }
+
+    fn cut_tail(&mut self) -> Result<(), SinkError> {
+        if self.tail.is_empty() {
+            return Ok(());
+        }
+        let len = self.len - self.tail.len() as u64;
         self.out.flush().map_err(io_error(&self.path, "flush"))?;
         let file = self.out.get_mut();
         file.set_len(len)
@@ -253,7 +353,15 @@ impl SinkFile {
         file.seek(SeekFrom::Start(len))
             .map_err(io_error(&self.path, "seek"))?;
         self.len = len;
+        self.tail.clear();
         Ok(())
+    }
+
+    /// blake3 of the file's bytes as written so far, tail included.
+    pub(crate) fn content_hash(&self) -> [u8; 32] {
+        let mut h = self.hasher.clone();
+        h.update(&self.tail);
+        *h.finalize().as_bytes()
     }
 
     /// Flush and fsync (plus the directory entry of a new file).
@@ -270,17 +378,51 @@ impl SinkFile {
         Ok(())
     }
 
-    /// Sync, then hash the file's bytes.
+    /// Sync, then make it durable and describe it as a point.
+    pub(crate) fn durable_point(&mut self, rows: u64) -> Result<DurablePoint, SinkError> {
+        self.sync()?;
+        Ok(DurablePoint {
+            bytes: self.len,
+            rows,
+            hash: self.content_hash(),
+        })
+    }
+
+    /// Sync and describe the file (its hash is the running one: the bytes are not read
+    /// back).
     pub(crate) fn finish(mut self, rows: u64) -> Result<ArtifactInfo, SinkError> {
         self.sync()?;
-        let (size, content_hash) = hash_file(&self.path)?;
         Ok(ArtifactInfo {
+            size: self.len,
+            content_hash: self.content_hash(),
             path: self.path,
-            size,
-            content_hash,
             rows,
         })
     }
+}
+
+fn resume_error(path: &Path, message: String) -> SinkError {
+    SinkError::Resume {
+        path: path.to_path_buf(),
+        message,
+    }
+}
+
+/// Feeds the first `len` bytes of `path` to `hasher`.
+fn hash_prefix(path: &Path, len: u64, hasher: &mut blake3::Hasher) -> Result<(), SinkError> {
+    if len == 0 {
+        return Ok(());
+    }
+    let file = File::open(path).map_err(io_error(path, "open for hashing"))?;
+    let mut limited = file.take(len);
+    let copied = io::copy(&mut limited, hasher).map_err(io_error(path, "read for hashing"))?;
+    if copied < len {
+        return Err(resume_error(
+            path,
+            format!("the file has {copied} bytes, expected at least {len}"),
+        ));
+    }
+    Ok(())
 }
 
 fn sync_parent_dir(path: &Path) -> Result<(), SinkError> {
@@ -296,25 +438,6 @@ fn sync_parent_dir(path: &Path) -> Result<(), SinkError> {
     Ok(())
 }
 
-/// Size and blake3 of a file, streamed.
-pub(crate) fn hash_file(path: &Path) -> Result<(u64, [u8; 32]), SinkError> {
-    let mut file = File::open(path).map_err(io_error(path, "open for hashing"))?;
-    let mut hasher = blake3::Hasher::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut size = 0u64;
-    loop {
-        let n = match file.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(io_error(path, "read for hashing")(e)),
-        };
-        hasher.update(&buf[..n]);
-        size += n as u64;
-    }
-    Ok((size, *hasher.finalize().as_bytes()))
-}
-
 /// Length of an existing file, 0 if it does not exist.
 pub(crate) fn existing_len(path: &Path) -> Result<u64, SinkError> {
     match std::fs::metadata(path) {
@@ -324,16 +447,34 @@ pub(crate) fn existing_len(path: &Path) -> Result<u64, SinkError> {
     }
 }
 
+/// Where a sink's file stands before it writes its first row: nothing for write mode (the
+/// first row truncates), the content already there for append mode.
+pub(crate) fn point_before_first_row(path: &Path, mode: WriteMode) -> Result<DurablePoint, SinkError> {
+    match mode {
+        WriteMode::Write => Ok(DurablePoint::empty()),
+        WriteMode::Append => {
+            let bytes = existing_len(path)?;
+            let mut hasher = blake3::Hasher::new();
+            hash_prefix(path, bytes, &mut hasher)?;
+            Ok(DurablePoint {
+                bytes,
+                rows: 0,
+                hash: *hasher.finalize().as_bytes(),
+            })
+        }
+    }
+}
+
 /// The first step of every sink's resume when none of its own rows are durable yet
 /// (`point.rows == 0`): in write mode the first row truncates anyway; in append mode the
-/// file is cut back to what it was before this run touched it.
+/// file is checked against the content that was there before the run and cut back to it.
 pub(crate) fn restore_before_run(
     path: &Path,
     mode: WriteMode,
     point: DurablePoint,
 ) -> Result<(), SinkError> {
-    if mode == WriteMode::Append && existing_len(path)? > point.bytes {
-        drop(SinkFile::resume(path, point.bytes)?);
+    if mode == WriteMode::Append && (point.bytes > 0 || existing_len(path)? > 0) {
+        drop(SinkFile::resume(path, point, &[])?);
     }
     Ok(())
 }

@@ -42,11 +42,13 @@ pub struct RowWriteError(pub String);
 #[error("{0}")]
 pub struct SinkIoError(pub String);
 
-/// How far a sink is durable.
+/// How far a sink is durable: its file's length, the rows in it, and the hash of those
+/// bytes (what a resume checks the file against before continuing it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct SinkPosition {
     pub bytes: u64,
     pub rows: u64,
+    pub hash: Hash32,
 }
 
 /// The finished file of a sink.
@@ -71,6 +73,12 @@ pub trait RowSink: Send {
     fn write_row(&mut self, row: &Row) -> Result<(), WriteError>;
     /// Flushes and fsyncs; rows written before are durable when it returns.
     fn flush_durable(&mut self) -> Result<SinkPosition, SinkIoError>;
+    /// Where the sink's file stood before this run wrote to it, when that is content a
+    /// resume must restore (an append-mode file that already had bytes). The run records
+    /// it before its first row.
+    fn position_before_run(&mut self) -> Result<Option<SinkPosition>, SinkIoError> {
+        Ok(None)
+    }
     /// Closes the sink; `None` when it never received a row (no file is created).
     fn finish(self: Box<Self>) -> Result<Option<ArtifactInfo>, SinkIoError>;
 }
