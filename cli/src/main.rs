@@ -6,6 +6,7 @@ mod export_cmd;
 mod heads;
 mod purge_cmd;
 mod render;
+mod resume_cmd;
 mod run_cmd;
 
 use clap::{Parser, Subcommand};
@@ -45,6 +46,21 @@ enum Command {
         pipeline: PathBuf,
         #[command(flatten)]
         ledger: LedgerArg,
+        /// Print one JSON object instead of the summary
+        #[arg(long)]
+        json: bool,
+    },
+    /// Continue a run that was interrupted (Ctrl-C, exit 3) or that died (crash, power loss)
+    Resume {
+        /// Run id, or `latest`
+        #[arg(value_name = "RUN_ID|latest")]
+        run: String,
+        #[command(flatten)]
+        ledger: LedgerArg,
+        /// The pipeline file, checked against the run [default: the configuration the run
+        /// recorded when it started]
+        #[arg(long, value_name = "FILE")]
+        pipeline: Option<PathBuf>,
         /// Print one JSON object instead of the summary
         #[arg(long)]
         json: bool,
@@ -184,6 +200,12 @@ fn main() -> ExitCode {
             ledger,
             json,
         } => commands::run(&pipeline, ledger.ledger, json),
+        Command::Resume {
+            run,
+            ledger,
+            pipeline,
+            json,
+        } => resume_cmd::resume(&run, ledger.ledger, pipeline.as_deref(), json),
         Command::Validate { pipeline } => commands::validate(&pipeline),
         Command::Runs { ledger, json } => commands::runs(ledger.ledger, json),
         Command::Replay {

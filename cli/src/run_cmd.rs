@@ -32,6 +32,33 @@ pub fn run(pipeline: &Path, ledger_dir: Option<PathBuf>, json: bool) -> Result<C
         .unwrap_or_else(|| PathBuf::from(DEFAULT_LEDGER));
     let ledger = Ledger::open(&dir)?;
 
+    let (opts, bar) = run_options(&loaded.config, json);
+    let started_at_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let summary = execute(
+        &plan,
+        source,
+        sinks,
+        &ledger,
+        RunStart {
+            config: loaded.text.clone(),
+            engine_version: env!("CARGO_PKG_VERSION").to_string(),
+            started_at_ms,
+        },
+        opts,
+    )
+    .map_err(|e| Failure::run_failed(e.to_string()))?;
+    Ok(conclude(&summary, &dir, bar, json))
+}
+
+/// Ctrl-C handling, the progress spinner and the worker count, shared by `run` and
+/// `resume`.
+pub(crate) fn run_options(
+    config: &attest_engine::config::PipelineConfig,
+    json: bool,
+) -> (RunOptions, Option<indicatif::ProgressBar>) {
     let interrupt = Arc::new(AtomicBool::new(false));
     {
         let flag = interrupt.clone();
@@ -52,8 +79,7 @@ pub fn run(pipeline: &Path, ledger_dir: Option<PathBuf>, json: bool) -> Result<C
     let progress: Option<Box<dyn Fn(u64) + Send>> = bar
         .clone()
         .map(|b| Box::new(move |n| b.set_position(n)) as Box<dyn Fn(u64) + Send>);
-    let workers = loaded
-        .config
+    let workers = config
         .concurrency
         .max_workers
         .map(|n| n as usize)
@@ -62,27 +88,23 @@ pub fn run(pipeline: &Path, ledger_dir: Option<PathBuf>, json: bool) -> Result<C
                 .map(|n| n.get())
                 .unwrap_or(2)
         });
-    let started_at_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
-    let summary = execute(
-        &plan,
-        source,
-        sinks,
-        &ledger,
-        RunStart {
-            config: loaded.text.clone(),
-            engine_version: env!("CARGO_PKG_VERSION").to_string(),
-            started_at_ms,
-        },
+    (
         RunOptions {
             workers,
             interrupt,
             progress,
         },
+        bar,
     )
-    .map_err(|e| Failure::run_failed(e.to_string()))?;
+}
+
+/// Records the head, prints the summary and gives the exit code of a run that ended.
+pub(crate) fn conclude(
+    summary: &RunSummary,
+    dir: &Path,
+    bar: Option<indicatif::ProgressBar>,
+    json: bool,
+) -> Code {
     if let Some(b) = bar {
         b.finish_and_clear();
     }
@@ -92,7 +114,7 @@ pub fn run(pipeline: &Path, ledger_dir: Option<PathBuf>, json: bool) -> Result<C
     };
     // The run is recorded whatever happens here: a heads log that cannot be written is
     // worth a warning, not a failed run.
-    let heads_log = crate::heads::record(&dir, &summary.run_id, head, summary.status.name())
+    let heads_log = crate::heads::record(dir, &summary.run_id, head, summary.status.name())
         .map_err(|e| {
             eprintln!(
                 "attest: warning: could not append the run's head to {}: {e}",
@@ -100,12 +122,12 @@ pub fn run(pipeline: &Path, ledger_dir: Option<PathBuf>, json: bool) -> Result<C
             )
         })
         .ok();
-    report(&summary, &dir, heads_log.as_deref(), json);
-    Ok(match summary.status {
+    report(summary, dir, heads_log.as_deref(), json);
+    match summary.status {
         RunStatus::Completed => Code::Ok,
         RunStatus::Interrupted => Code::Interrupted,
         RunStatus::Failed => Code::RunFailed,
-    })
+    }
 }
 
 fn report(s: &RunSummary, ledger: &Path, heads_log: Option<&Path>, json: bool) {
@@ -161,7 +183,11 @@ fn report(s: &RunSummary, ledger: &Path, heads_log: Option<&Path>, json: bool) {
         println!("  error        {e}");
     }
     match s.status {
-        RunStatus::Interrupted => println!("interrupted: resume with `attest resume {}`", s.run_id),
+        RunStatus::Interrupted => println!(
+            "interrupted: resume with `attest resume {} --ledger {}`",
+            s.run_id,
+            ledger.display()
+        ),
         RunStatus::Failed => {}
         RunStatus::Completed => println!(
             "verify with `attest replay --ledger {} --run {}`",

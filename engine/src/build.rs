@@ -50,6 +50,29 @@ pub struct Loaded {
 pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Loaded, Vec<String>> {
     let config = crate::config::load_with_env(path, env)
         .map_err(|e| e.iter().map(|e| e.to_string()).collect::<Vec<_>>())?;
+    let text =
+        std::fs::read(path).map_err(|e| vec![format!("{}: cannot read: {e}", path.display())])?;
+    check(config, text)
+}
+
+/// As [`load`], from a configuration's bytes (the one a run recorded, for `attest
+/// resume`). `name` stands for the file in messages; relative paths in the configuration
+/// resolve from the current directory.
+pub fn load_bytes(
+    bytes: &[u8],
+    name: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Loaded, Vec<String>> {
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| vec![format!("{}: not valid UTF-8: {e}", name.display())])?;
+    let config = crate::config::parse_str(text, name, env)
+        .map_err(|e| e.iter().map(|e| e.to_string()).collect::<Vec<_>>())?;
+    check(config, bytes.to_vec())
+}
+
+/// Checks a parsed configuration as far as a run needs: conditions, and the plugins this
+/// build supports.
+fn check(config: PipelineConfig, text: Vec<u8>) -> Result<Loaded, Vec<String>> {
     let mut errors: Vec<String> = Vec::new();
     if let Err(e) = config.validate_conditions(|src| {
         Expr::parse(src)
@@ -62,8 +85,6 @@ pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Loaded,
     if !errors.is_empty() {
         return Err(errors);
     }
-    let text =
-        std::fs::read(path).map_err(|e| vec![format!("{}: cannot read: {e}", path.display())])?;
     let warnings = config.warnings.iter().map(|w| w.to_string()).collect();
     Ok(Loaded {
         config,
@@ -297,7 +318,11 @@ pub fn plan(config: &PipelineConfig) -> Result<Plan, String> {
                     id: node_id(&node.name)?,
                     kind: NodeKind::Transform,
                     plugin: t.options.plugin().into(),
-                    config_hash: config_hash(&config.node_hashes.transforms, node.index, "transform")?,
+                    config_hash: config_hash(
+                        &config.node_hashes.transforms,
+                        node.index,
+                        "transform",
+                    )?,
                     exec,
                 });
             }

@@ -121,9 +121,10 @@ impl RowSink for Sink {
         if !self.append {
             return Ok(None);
         }
-        // Before the first row, a durable point describes the file as found.
-        let p = self.flush_durable()?;
-        Ok((p.bytes > 0).then_some(p))
+        // Before the first row, a durable point describes the file as found. Recorded
+        // even for an empty or missing file: a resume that finds no position for an
+        // append-mode sink knows the run never wrote to it, and leaves the file alone.
+        self.flush_durable().map(Some)
     }
 
     fn finish(self: Box<Self>) -> Result<Option<ArtifactInfo>, SinkIoError> {
@@ -148,30 +149,31 @@ pub type Opened = (Box<dyn RowSource>, Vec<Box<dyn RowSink>>);
 /// before the run starts) and prepares the sinks (which create their files only when the
 /// first row arrives).
 pub fn open(config: &PipelineConfig) -> Result<Opened, String> {
-    open_with(config, None)
+    let OpenedSource { source, names } = open_source(config)?;
+    let sinks = open_sinks(config, &names, None).map_err(|e| e.message)?;
+    Ok((source, sinks))
 }
 
-/// As [`open`], for `attest resume`: each sink continues from its durable point (one per
-/// sink, in configuration order). A sink whose file no longer begins with the point's
-/// bytes is refused with a message naming it; a torn tail after them is cut off.
-pub fn open_resume(
-    config: &PipelineConfig,
-    points: &[formats::DurablePoint],
-) -> Result<Opened, String> {
-    if points.len() != config.sinks.len() {
-        return Err(format!(
-            "{} durable points for {} sinks",
-            points.len(),
-            config.sinks.len()
-        ));
-    }
-    open_with(config, Some(points))
+/// An opened source, and what its sinks need to know of it.
+pub struct OpenedSource {
+    pub source: Box<dyn RowSource>,
+    pub names: SourceNames,
 }
 
-fn open_with(
-    config: &PipelineConfig,
-    resume: Option<&[formats::DurablePoint]>,
-) -> Result<Opened, String> {
+/// Field → the source's original header text, for sinks with `headers: original`.
+#[derive(Clone, Debug, Default)]
+pub struct SourceNames(BTreeMap<String, String>);
+
+/// Why a sink could not be opened; `changed_outside` when a resumed sink's file no longer
+/// holds what the run recorded as durable in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SinkOpenError {
+    pub message: String,
+    pub changed_outside: bool,
+}
+
+/// Opens the source (reading its header).
+pub fn open_source(config: &PipelineConfig) -> Result<OpenedSource, String> {
     let src = &config.source;
     let path = src.options.path.value.clone();
     check_encoding("source", &path, &src.options.encoding)?;
@@ -201,11 +203,39 @@ fn open_with(
             })
         }
     };
+    Ok(OpenedSource {
+        source,
+        names: SourceNames(original_names),
+    })
+}
+
+/// Prepares the sinks, in configuration order. With `resume`, each sink given a durable
+/// point continues from it (`attest resume`): its file must still hold the point's bytes,
+/// and a torn tail after them is cut off; a sink given `None` starts as new.
+pub fn open_sinks(
+    config: &PipelineConfig,
+    names: &SourceNames,
+    resume: Option<&[Option<formats::DurablePoint>]>,
+) -> Result<Vec<Box<dyn RowSink>>, SinkOpenError> {
+    let plain = |message: String| SinkOpenError {
+        message,
+        changed_outside: false,
+    };
+    if let Some(points) = resume {
+        if points.len() != config.sinks.len() {
+            return Err(plain(format!(
+                "{} durable points for {} sinks",
+                points.len(),
+                config.sinks.len()
+            )));
+        }
+    }
+    let original_names = &names.0;
     let mut sinks: Vec<Box<dyn RowSink>> = Vec::new();
     for (i, s) in config.sinks.iter().enumerate() {
         let o = &s.options;
-        let point = resume.and_then(|p| p.get(i)).copied();
-        check_encoding("sink", &o.path.value, &o.encoding)?;
+        let point = resume.and_then(|p| p.get(i)).copied().flatten();
+        check_encoding("sink", &o.path.value, &o.encoding).map_err(plain)?;
         // Output directories are created as needed (the file itself only with its first
         // row); a directory that cannot be created is reported before the run starts.
         if let Some(dir) = std::path::Path::new(&o.path.value)
@@ -220,12 +250,12 @@ fn open_with(
                     }
                     _ => e.to_string(),
                 };
-                format!(
+                plain(format!(
                     "sink {}: cannot create directory {} for {}: {why}",
                     s.name.value,
                     dir.display(),
                     o.path.value
-                )
+                ))
             })?;
         }
         let headers = match &o.headers {
@@ -237,7 +267,10 @@ fn open_with(
             config::WriteMode::Write => formats::WriteMode::Write,
             config::WriteMode::Append => formats::WriteMode::Append,
         };
-        let fail = |e: formats::SinkError| format!("sink {}: {e}", s.name.value);
+        let fail = |e: formats::SinkError| SinkOpenError {
+            changed_outside: matches!(e, formats::SinkError::Resume { .. }),
+            message: format!("sink {}: {e}", s.name.value),
+        };
         let inner = match &o.format {
             SinkFormat::Csv { delimiter } => {
                 let mut opts = formats::CsvSinkOptions::new(&o.path.value, schema(&o.schema));
@@ -275,5 +308,5 @@ fn open_with(
             append: mode == formats::WriteMode::Append,
         }));
     }
-    Ok((source, sinks))
+    Ok(sinks)
 }

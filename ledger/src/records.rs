@@ -61,6 +61,31 @@ pub(crate) fn for_each_rev(
 }
 
 impl crate::Ledger {
+    /// Calls `f` with the events of `run` from the first, in order, until it returns
+    /// `Ok(false)`: for reading what a run recorded at its start (its topology) without
+    /// reading the rest.
+    pub fn scan_events(
+        &self,
+        run: &RunId,
+        mut f: impl FnMut(u64, &crate::Event) -> Result<bool>,
+    ) -> Result<()> {
+        for item in self.store().db.scan_prefix(projection::log_prefix(run)) {
+            let (key, segment) = item.map_err(|e| self.store().storage_err(e))?;
+            for record in codec::read_segment(&segment) {
+                let record = record.map_err(|e| {
+                    LedgerError::Corrupt(format!(
+                        "run {run}: a record in the log segment at key {} does not frame: {e}",
+                        hex(&key)
+                    ))
+                })?;
+                if !f(record.seq, &record.event()?)? {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The newest event of `run` for which `pick` returns something, with its seq: for
     /// resume, which needs the last checkpoint without reading the whole log.
     pub fn find_last_event<T>(
@@ -133,12 +158,32 @@ mod tests {
             })
             .unwrap();
         assert_eq!(none, None);
-        match ledger.projection(run.id(), &PKey::Node(node("out"))).unwrap() {
+        let mut first = Vec::new();
+        ledger
+            .scan_events(run.id(), |seq, e| {
+                first.push((seq, e.name()));
+                Ok(seq < 2)
+            })
+            .unwrap();
+        assert_eq!(
+            first,
+            vec![
+                (0, "run_started"),
+                (1, "node_registered"),
+                (2, "node_registered")
+            ]
+        );
+        match ledger
+            .projection(run.id(), &PKey::Node(node("out")))
+            .unwrap()
+        {
             Some(PVal::Node(n)) => assert_eq!(n.next_ordinal, 0),
             other => panic!("{other:?}"),
         }
         assert_eq!(
-            ledger.projection(run.id(), &PKey::Node(node("nope"))).unwrap(),
+            ledger
+                .projection(run.id(), &PKey::Node(node("nope")))
+                .unwrap(),
             None
         );
     }

@@ -125,7 +125,8 @@ mod tests {
 
     #[test]
     fn layout_comments_quoting_and_key_order_do_not_matter() {
-        let same = "# a comment\nsinks:\n  out:\n    options: {path: '${OUT}/o.csv'}\n    plugin: csv\n\
+        let same =
+            "# a comment\nsinks:\n  out:\n    options: {path: '${OUT}/o.csv'}\n    plugin: csv\n\
             transforms:\n  - plugin: passthrough\n    name: a\n    options:\n      x: 1\n\
             source: {options: {path: in.csv}, plugin: csv}\n";
         assert_eq!(hashes(BASE), hashes(same));
@@ -168,13 +169,19 @@ mod tests {
         assert_ne!(a.sinks[0].options.path.value, b.sinks[0].options.path.value);
         assert_eq!(a.node_hashes, b.node_hashes);
         assert_eq!(a.node_hashes, hashes(text));
-        assert_ne!(a.node_hashes.sinks, hashes(&text.replace("${OUT}", "/one")).sinks);
+        assert_ne!(
+            a.node_hashes.sinks,
+            hashes(&text.replace("${OUT}", "/one")).sinks
+        );
     }
 
     #[test]
     fn non_finite_floats_hash() {
         let h = hashes("source: {x: .nan, y: .inf, z: -.inf}\n");
         assert_ne!(h.source, Hash32::default());
-        assert_ne!(h.source, hashes("source: {x: .nan, y: .inf, z: .inf}\n").source);
+        assert_ne!(
+            h.source,
+            hashes("source: {x: .nan, y: .inf, z: .inf}\n").source
+        );
     }
 }

@@ -20,8 +20,8 @@ use super::csv_source::DEFAULT_MAX_RECORD_BYTES;
 use super::python::{py_number_repr, py_repr};
 use super::schema::{Schema, SchemaMode};
 use super::sink::{
-    existing_len, io_error, point_before_first_row, restore_before_run, ArtifactInfo,
-    DurablePoint, HeaderMode, SinkError, SinkFile, WriteMode,
+    existing_len, io_error, point_before_first_row, restore_before_run, ArtifactInfo, DurablePoint,
+    HeaderMode, SinkError, SinkFile, WriteMode,
 };
 use crate::value::Row;
 

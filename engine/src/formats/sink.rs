@@ -449,7 +449,10 @@ pub(crate) fn existing_len(path: &Path) -> Result<u64, SinkError> {
 
 /// Where a sink's file stands before it writes its first row: nothing for write mode (the
 /// first row truncates), the content already there for append mode.
-pub(crate) fn point_before_first_row(path: &Path, mode: WriteMode) -> Result<DurablePoint, SinkError> {
+pub(crate) fn point_before_first_row(
+    path: &Path,
+    mode: WriteMode,
+) -> Result<DurablePoint, SinkError> {
     match mode {
         WriteMode::Write => Ok(DurablePoint::empty()),
         WriteMode::Append => {

@@ -169,6 +169,23 @@ impl Batches {
         Ok(())
     }
 
+    /// A resumed run's state of aggregation `node`: `formed` batches were formed so far,
+    /// and `open`, when given, is the last of them, still open, with its members (in
+    /// order, carrying the rows they arrived with). Its timeout counts from now: the time
+    /// before the interruption is not known.
+    pub fn restore(&mut self, node: usize, formed: u64, open: Option<(BatchId, Vec<Token>)>) {
+        if let Some(f) = self.formed.get_mut(node) {
+            *f = formed;
+        }
+        if let Some(slot) = self.open.get_mut(node) {
+            *slot = open.map(|(id, members)| Open {
+                id,
+                members,
+                opened: Instant::now(),
+            });
+        }
+    }
+
     pub fn any_open(&self) -> bool {
         self.open.iter().any(Option::is_some)
     }

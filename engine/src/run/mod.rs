@@ -5,8 +5,10 @@
 //! through bounded channels, so memory is bounded by the reorder window, not the input.
 
 mod batch;
+pub mod checkpoint;
 mod coalesce;
 pub mod io;
+pub mod resume;
 mod sequencer;
 pub mod worker;
 
@@ -35,6 +37,9 @@ pub enum EngineError {
     Sink(String),
     #[error("internal error: {0}")]
     Internal(String),
+    /// A resumed run found that re-running a row does not give what the run recorded.
+    #[error("resume: {0}")]
+    Resume(String),
 }
 
 impl From<SourceError> for EngineError {
@@ -111,7 +116,7 @@ enum Msg {
 }
 
 /// Registers the plan's nodes and edges: the run's topology in the ledger.
-fn register(plan: &Plan) -> Commit {
+pub(crate) fn register(plan: &Plan) -> Commit {
     let mut c = Commit::new();
     c.push(Event::NodeRegistered {
         node: plan.source.id.clone(),
@@ -159,6 +164,32 @@ pub fn execute(
     let started = Instant::now();
     let run = ledger.start_run(start)?;
     run.submit(register(plan), Durability::Buffered)?;
+    drive(plan, &run, source, Begin::Fresh(sinks), opts, started)
+}
+
+/// Where [`drive`] starts: a new run, or a resumed one at its last checkpoint.
+pub(crate) enum Begin {
+    Fresh(Vec<Box<dyn RowSink>>),
+    Resumed {
+        sinks: Vec<Box<dyn RowSink>>,
+        restored: sequencer::Restored,
+        /// Rows below this were ingested before the run stopped: they are not recorded
+        /// again, and a worker checks whether each one's events are already recorded.
+        ingested: u64,
+    },
+}
+
+/// Runs a started run from `source` to its end. `source` yields the row at the
+/// sequencer's starting point first (row 0 for a new run).
+pub(crate) fn drive(
+    plan: &Plan,
+    run: &attest_ledger::RunHandle,
+    source: Box<dyn RowSource>,
+    begin: Begin,
+    opts: RunOptions,
+    started: Instant,
+) -> Result<RunSummary, EngineError> {
+    let run = run.clone();
     let abort = AtomicBool::new(false);
     let workers = opts.workers.max(1);
     let (ticket_tx, ticket_rx) = bounded::<()>(WINDOW);
@@ -167,8 +198,29 @@ pub fn execute(
     }
     let (work_tx, work_rx) = bounded(workers * 4);
     let (msg_tx, msg_rx) = unbounded::<Msg>();
-    let mut sequencer = Sequencer::new(plan, &run, sinks, ticket_tx);
     let mut failure: Option<EngineError> = None;
+    let (mut sequencer, ingested) = match begin {
+        Begin::Fresh(sinks) => {
+            let mut s = Sequencer::new(plan, &run, sinks, ticket_tx);
+            if let Err(e) = s.record_positions_before_run() {
+                failure = Some(e);
+            }
+            (s, 0)
+        }
+        Begin::Resumed {
+            sinks,
+            restored,
+            ingested,
+        } => (
+            Sequencer::resume(plan, &run, sinks, ticket_tx, restored),
+            ingested,
+        ),
+    };
+    let first_row = sequencer.released();
+    if failure.is_some() {
+        // Nothing is read: the run ends failed below.
+        abort.store(true, Ordering::Relaxed);
+    }
 
     std::thread::scope(|scope| {
         // Source reader: only reads, so that whatever it has read is ingested at once even
@@ -202,7 +254,15 @@ pub fn execute(
             let abort = &abort;
             let run = &run;
             scope.spawn(move || {
-                let r = read_source(plan, run, &rec_rx, &work_tx, abort, &interrupt);
+                let r = read_source(
+                    plan,
+                    run,
+                    (first_row, ingested),
+                    &rec_rx,
+                    &work_tx,
+                    abort,
+                    &interrupt,
+                );
                 let _ = msg_tx.send(match r {
                     (rows, None) => Msg::SourceDone { rows },
                     (rows, Some(error)) => Msg::SourceFailed { error, rows },
@@ -220,7 +280,11 @@ pub fn execute(
                     if abort.load(Ordering::Relaxed) {
                         break;
                     }
-                    let r = worker::process_record(plan, run, i, rec);
+                    let r = if i < ingested {
+                        resume::reprocess(plan, run, i, rec)
+                    } else {
+                        worker::process_record(plan, run, i, rec)
+                    };
                     if msg_tx.send(Msg::Row(r)).is_err() {
                         break;
                     }
@@ -232,7 +296,10 @@ pub fn execute(
 
         // Sequencer, on this thread. `fatal`: an error after which no more rows are taken.
         let mut total: Option<u64> = None;
-        let mut fatal = false;
+        let mut fatal = failure.is_some();
+        if fatal {
+            total = Some(sequencer.released());
+        }
         while total != Some(sequencer.released()) {
             // Open batches and coalesce groups time out by the clock, not only when the
             // next row arrives.
@@ -365,19 +432,25 @@ const INGEST_IN_FLIGHT: usize = 8;
 /// Records each row read, in source order, and hands rows to workers. Returns the number
 /// of rows read. Ingestion commits are sent before their rows are handed on, so the writer
 /// sees a row's ingestion before anything a worker records.
+///
+/// `(first, ingested)`: the first record is row `first`, and rows below `ingested` are
+/// already recorded (a resumed run re-reads them; the resume checked them against the
+/// ledger before it started).
 fn read_source(
     plan: &Plan,
     run: &attest_ledger::RunHandle,
+    (first, ingested): (u64, u64),
     records: &crossbeam_channel::Receiver<Result<io::SourceRecord, SourceError>>,
     work: &crossbeam_channel::Sender<(u64, io::SourceRecord)>,
     abort: &AtomicBool,
     interrupt: &AtomicBool,
 ) -> (u64, Option<EngineError>) {
-    let mut rows = 0u64;
+    let mut rows = first;
     let mut in_flight = std::collections::VecDeque::new();
     let error = read_chunks(
         plan,
         run,
+        ingested,
         records,
         work,
         abort,
@@ -402,6 +475,7 @@ fn read_source(
 fn read_chunks(
     plan: &Plan,
     run: &attest_ledger::RunHandle,
+    ingested: u64,
     records: &crossbeam_channel::Receiver<Result<io::SourceRecord, SourceError>>,
     work: &crossbeam_channel::Sender<(u64, io::SourceRecord)>,
     abort: &AtomicBool,
@@ -423,13 +497,10 @@ fn read_chunks(
             }
             match item {
                 Ok(rec) => {
-                    worker::ingest(
-                        plan,
-                        run.ledger(),
-                        &mut commit,
-                        *rows + chunk.len() as u64,
-                        &rec,
-                    )?;
+                    let row = *rows + chunk.len() as u64;
+                    if row >= ingested {
+                        worker::ingest(plan, run.ledger(), &mut commit, row, &rec)?;
+                    }
                     chunk.push(rec);
                 }
                 Err(e) => {
@@ -446,7 +517,9 @@ fn read_chunks(
         if chunk.is_empty() {
             break;
         }
-        in_flight.push_back(run.submit_nowait(commit, Durability::Buffered)?);
+        if !commit.items.is_empty() {
+            in_flight.push_back(run.submit_nowait(commit, Durability::Buffered)?);
+        }
         for rec in chunk {
             if work.send((*rows, rec)).is_err() {
                 return Ok(());

@@ -3,12 +3,16 @@
 //!
 //! Workers finish rows in any order; the sequencer holds them in a reorder buffer keyed by
 //! row index and releases them strictly in order. Every `FLUSH_ROWS` rows (or at the end)
-//! it fsyncs the sinks it wrote to and then commits the outcomes of the rows that are now
-//! durable, with their sink ordinals, together with a checkpoint of each sink's durable
-//! position. The reorder buffer is bounded by the tickets the source must take before it
-//! reads a row, which the sequencer returns as it releases rows.
+//! it fsyncs the sinks it wrote to and then commits, in one commit, the aggregation and
+//! coalesce events of the rows released since the last flush, the outcomes of the rows that
+//! are now durable (with their sink ordinals) and a checkpoint of each sink's durable
+//! position (see `checkpoint`). Flushes happen only between releases, so a checkpoint is a
+//! clean cut that `attest resume` continues from. The reorder buffer is bounded by the
+//! tickets the source must take before it reads a row, which the sequencer returns as it
+//! releases rows.
 
 use super::batch::Batches;
+use super::checkpoint::{CheckpointNote, SinkMark, NOTE_VERSION};
 use super::coalesce::Coalescer;
 use super::io::{RowSink, SinkIoError, WriteError};
 use super::worker::{Delivery, DeliveryKind, Held, RowResult, Walker};
@@ -22,8 +26,10 @@ use std::collections::BTreeMap;
 /// so this trades the cost of fsyncs against how much is written but not yet recorded
 /// (which a resume would truncate and redo).
 const FLUSH_ROWS: usize = 8192;
-/// Sequencer events gathered before they are sent as one commit.
-const STRUCTURAL_EVENTS: usize = 4096;
+/// Aggregation and coalesce events gathered before they force a flush: they are committed
+/// only with a checkpoint, so that a crash never leaves a decision recorded past the last
+/// cut (a resume would have to repeat it exactly). This bounds the memory they hold.
+const STRUCTURAL_EVENTS: usize = 16_384;
 /// Worker commits that may be outstanding before the sequencer waits for the oldest.
 const MAX_UNCONFIRMED: usize = 1024;
 /// A slow pipeline still records outcomes at least this often.
@@ -52,6 +58,24 @@ pub struct Sequencer<'a> {
     coalesce: Coalescer,
     /// Events of the aggregations, coalesces and the walks they release, not yet sent.
     structural: Commit,
+    /// Each sink's last durable position, repeated in every checkpoint.
+    marks: Vec<Option<SinkMark>>,
+    /// Rows released at the last checkpoint.
+    checkpointed: u64,
+}
+
+/// Where a resumed run's sequencer starts: the cut of the last checkpoint.
+pub struct Restored {
+    /// Rows released (the checkpoint's `rows_ingested`).
+    pub next: u64,
+    /// Rows written to each sink (its next ordinal), in plan order.
+    pub written: Vec<u64>,
+    pub marks: Vec<Option<SinkMark>>,
+    pub failed: u64,
+    pub discarded: u64,
+    pub quarantined: u64,
+    /// The open batches, rebuilt.
+    pub batches: Batches,
 }
 
 impl<'a> Sequencer<'a> {
@@ -80,7 +104,75 @@ impl<'a> Sequencer<'a> {
             batches: Batches::new(plan),
             coalesce: Coalescer::default(),
             structural: Commit::new(),
+            marks: vec![None; n],
+            checkpointed: 0,
         }
+    }
+
+    /// A sequencer continuing a run from its last checkpoint (`attest resume`).
+    pub fn resume(
+        plan: &'a Plan,
+        run: &'a RunHandle,
+        sinks: Vec<Box<dyn RowSink>>,
+        tickets: Sender<()>,
+        restored: Restored,
+    ) -> Self {
+        let mut s = Sequencer::new(plan, run, sinks, tickets);
+        s.next = restored.next;
+        s.checkpointed = restored.next;
+        s.written = restored.written;
+        s.marks = restored.marks;
+        s.failed = restored.failed;
+        s.discarded = restored.discarded;
+        s.quarantined = restored.quarantined;
+        s.batches = restored.batches;
+        s
+    }
+
+    /// Records, before the first row, where each append-mode sink's file stands (the
+    /// content a resume must restore it to): a checkpoint of 0 rows, made durable before
+    /// any row is written, so a resume that finds no position for such a sink knows this
+    /// run never wrote to it. Runs without append-mode sinks record nothing.
+    pub fn record_positions_before_run(&mut self) -> Result<(), EngineError> {
+        let mut any = false;
+        for (i, sink) in self.sinks.iter_mut().enumerate() {
+            let Some(sink) = sink.as_mut() else { continue };
+            let pos = sink.position_before_run().map_err(|SinkIoError(e)| {
+                EngineError::Sink(format!("sink {}: {e}", self.plan.sinks[i].id))
+            })?;
+            if let Some(pos) = pos {
+                self.marks[i] = Some(mark(&self.plan.sinks[i].path, pos));
+                any = true;
+            }
+        }
+        if any {
+            let note = self.note();
+            self.run.submit(
+                Commit::new().event(Event::Checkpoint {
+                    rows_ingested: 0,
+                    note,
+                }),
+                Durability::Flushed,
+            )?;
+        }
+        Ok(())
+    }
+
+    fn note(&self) -> String {
+        CheckpointNote {
+            v: NOTE_VERSION,
+            sinks: self
+                .plan
+                .sinks
+                .iter()
+                .zip(&self.marks)
+                .filter_map(|(s, m)| Some((s.id.to_string(), m.clone()?)))
+                .collect(),
+            failed: self.failed,
+            discarded: self.discarded,
+            quarantined: self.quarantined,
+        }
+        .to_json()
     }
 
     /// Fills the ticket channel so a source blocked waiting for one wakes up (and, seeing
@@ -174,13 +266,10 @@ impl<'a> Sequencer<'a> {
             discarded,
             ..
         } = w;
-        // Gathered across rows and sent in groups: always after the commits of the rows
-        // it follows (already sent), and always before the outcomes that depend on it
-        // (`flush` sends it first); checked before those outcomes, like a worker's.
+        // Gathered across rows and committed with the next checkpoint: after the commits
+        // of the rows it follows (already sent) and before the outcomes that depend on it.
         self.structural.items.extend(commit.items);
-        if self.structural.items.len() >= STRUCTURAL_EVENTS {
-            self.send_structural()?;
-        }
+        self.structural.payloads.extend(commit.payloads);
         self.failed += failed;
         self.discarded += discarded;
         for d in deliveries {
@@ -300,36 +389,34 @@ impl<'a> Sequencer<'a> {
     }
 
     fn maybe_flush(&mut self) -> Result<(), EngineError> {
+        let something = !self.pending.is_empty()
+            || !self.structural.items.is_empty()
+            || self.next > self.checkpointed;
         if self.pending.len() >= FLUSH_ROWS
-            || (!self.pending.is_empty() && self.last_flush.elapsed() >= FLUSH_INTERVAL)
+            || self.structural.items.len() >= STRUCTURAL_EVENTS
+            || (something && self.last_flush.elapsed() >= FLUSH_INTERVAL)
         {
             self.flush()?;
         }
         Ok(())
     }
 
-    /// Makes every written row durable, then records their outcomes.
-    fn send_structural(&mut self) -> Result<(), EngineError> {
-        if !self.structural.items.is_empty() {
-            let commit = std::mem::take(&mut self.structural);
-            self.commits
-                .push(self.run.submit_nowait(commit, Durability::Buffered)?);
-        }
-        Ok(())
-    }
-
+    /// Makes every written row durable, then records, in one commit, the aggregation and
+    /// coalesce events since the last flush, the written rows' outcomes and a checkpoint.
+    /// Called only between releases, so the checkpoint is a clean cut.
     pub fn flush(&mut self) -> Result<(), EngineError> {
         self.last_flush = std::time::Instant::now();
-        self.send_structural()?;
         // A worker's commit that failed means its row's events are not in the ledger:
         // stop before recording anything that depends on them.
         for p in self.commits.drain(..) {
             p.wait()?;
         }
-        if self.pending.is_empty() {
+        if self.pending.is_empty()
+            && self.structural.items.is_empty()
+            && self.next == self.checkpointed
+        {
             return Ok(());
         }
-        let mut positions = serde_json::Map::new();
         for (i, dirty) in self.dirty.iter_mut().enumerate() {
             if !*dirty {
                 continue;
@@ -340,21 +427,20 @@ impl<'a> Sequencer<'a> {
             let pos = sink.flush_durable().map_err(|SinkIoError(e)| {
                 EngineError::Sink(format!("sink {}: {e}", self.plan.sinks[i].id))
             })?;
-            positions.insert(
-                self.plan.sinks[i].id.to_string(),
-                serde_json::json!({"bytes": pos.bytes, "rows": pos.rows}),
-            );
+            self.marks[i] = Some(mark(&self.plan.sinks[i].path, pos));
             *dirty = false;
         }
-        let mut commit = Commit::new();
+        let note = self.note();
+        let mut commit = std::mem::take(&mut self.structural);
         commit
             .items
             .extend(self.pending.drain(..).map(attest_ledger::Item::Event));
         commit.push(Event::Checkpoint {
             rows_ingested: self.next,
-            note: serde_json::Value::Object(positions).to_string(),
+            note,
         });
         self.run.submit(commit, Durability::Buffered)?;
+        self.checkpointed = self.next;
         Ok(())
     }
 
@@ -378,6 +464,12 @@ impl<'a> Sequencer<'a> {
                 });
             }
         }
+        // A resumed run may find its artifacts already recorded (the crash came after
+        // they were): the same file again is not a second artifact.
+        let artifacts = artifacts
+            .into_iter()
+            .filter(|a| !self.already_recorded(a))
+            .collect::<Vec<_>>();
         if !artifacts.is_empty() {
             self.run.append(artifacts)?;
         }
@@ -388,6 +480,46 @@ impl<'a> Sequencer<'a> {
             quarantined: self.quarantined,
             released: self.next,
         })
+    }
+}
+
+impl Sequencer<'_> {
+    /// Whether `artifact` is the last one its sink has recorded, path, content and all.
+    fn already_recorded(&self, artifact: &Event) -> bool {
+        use attest_ledger::projection::{PKey, PVal};
+        let Event::ArtifactWritten {
+            sink,
+            path,
+            content_hash,
+            size,
+            rows,
+        } = artifact
+        else {
+            return false;
+        };
+        let ledger = self.run.ledger();
+        let count = match ledger.projection(self.run.id(), &PKey::Node(sink.clone())) {
+            Ok(Some(PVal::Node(n))) => n.artifacts,
+            _ => return false,
+        };
+        let Some(last) = count.checked_sub(1) else {
+            return false;
+        };
+        matches!(
+            ledger.projection(self.run.id(), &PKey::Artifact(sink.clone(), last)),
+            Ok(Some(PVal::Artifact(a)))
+                if a.path == *path && a.content_hash == *content_hash && a.size == *size && a.rows == *rows
+        )
+    }
+}
+
+/// A sink's durable position as the checkpoint note records it.
+fn mark(path: &str, pos: super::io::SinkPosition) -> SinkMark {
+    SinkMark {
+        path: path.to_string(),
+        bytes: pos.bytes,
+        rows: pos.rows,
+        hash: pos.hash.to_hex(),
     }
 }
 

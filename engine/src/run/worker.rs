@@ -157,7 +157,24 @@ pub fn process_record(
     row_index: u64,
     record: SourceRecord,
 ) -> Result<RowResult, EngineError> {
-    let mut w = Walker::new(plan, run.ledger());
+    let (commit, mut result) = walk_record(plan, run.ledger(), row_index, record)?;
+    // A row that went straight to an aggregation or coalesce recorded nothing yet.
+    if !commit.items.is_empty() {
+        result.commit = Some(run.submit_nowait(commit, Durability::Buffered)?);
+    }
+    Ok(result)
+}
+
+/// Runs one ingested record through the plan without committing: the row's events, and
+/// what it hands the sequencer (`commit` left empty). A resumed run uses it to re-run a
+/// row whose events may already be recorded, and checks them before committing.
+pub fn walk_record(
+    plan: &Plan,
+    ledger: &attest_ledger::Ledger,
+    row_index: u64,
+    record: SourceRecord,
+) -> Result<(Commit, RowResult), EngineError> {
+    let mut w = Walker::new(plan, ledger);
     let mut quarantined = 0;
     let token = TokenId::for_row(row_index);
     match record.parsed {
@@ -190,20 +207,18 @@ pub fn process_record(
         discarded,
         ..
     } = w;
-    Ok(RowResult {
-        row_index,
-        // A row that went straight to an aggregation or coalesce recorded nothing yet.
-        commit: if commit.items.is_empty() {
-            None
-        } else {
-            Some(run.submit_nowait(commit, Durability::Buffered)?)
+    Ok((
+        commit,
+        RowResult {
+            row_index,
+            commit: None,
+            deliveries,
+            held,
+            failed,
+            discarded,
+            quarantined,
         },
-        deliveries,
-        held,
-        failed,
-        discarded,
-        quarantined,
-    })
+    ))
 }
 
 /// Follows tokens through the row-local nodes (transforms, expansions, gates, forks),

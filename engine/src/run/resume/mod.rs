@@ -1,0 +1,312 @@
+//! `attest resume`: continuing a run that was interrupted (Ctrl-C) or that died (SIGKILL,
+//! power loss: the run is left `running` with no end event), in the same run and chain.
+//!
+//! **The cut.** The newest `Checkpoint` in the ledger is where the run continues from. It
+//! was committed with everything the sequencer did for the rows before it (outcomes of the
+//! rows written, aggregation and coalesce events), after the sinks were fsynced; its note
+//! gives each sink's durable position and content hash (see `checkpoint`). Nothing the
+//! sequencer does is recorded between checkpoints, so everything after the cut is redone
+//! and nothing before it is.
+//!
+//! **Resuming** (each step refuses, changing nothing, when it finds the run cannot go on):
+//! 1. [`find_stop`]: the run is `running` or `interrupted`, the pipeline registers the same
+//!    nodes and connections with the same canonical configuration, and the last
+//!    checkpoint's sink positions agree with the sink outcomes recorded.
+//! 2. [`prepare`]: the input is read again up to the rows the run had read, each checked
+//!    against its recorded payload hash; open batches are rebuilt (`held`).
+//! 3. The sinks are opened at their durable positions (`open::open_sinks`): a file whose
+//!    durable bytes differ from the recorded hash is refused; a torn tail is cut off.
+//! 4. [`resume`]: `RunResumed` is recorded and the run goes on from the cut. Rows after
+//!    the cut are processed again; a row whose events were already recorded (it was
+//!    processed but not written when the run stopped) is checked against them and not
+//!    recorded twice (`applied`). The resumed run ends like any run.
+//!
+//! **External calls** (for the `calls` work): a row that calls out commits its state
+//! before the first call, so a crash can leave a state open with calls recorded.
+//! [`find_stop`] refuses such a run today. The intended resume: close each open state as
+//! failed (`error: "interrupted"`, retryable) in the resume's first commit, then re-run its
+//! row with the walker starting that node at the next attempt and a recorded-call backend
+//! that answers the calls the closed attempt recorded (request hash → response) before
+//! calling out for the rest; `applied::compare` then sees the earlier nodes' events as
+//! recorded and the new attempt as new. See `docs/reliability.md`.
+
+mod applied;
+mod held;
+mod prefix;
+mod topology;
+
+use super::checkpoint::CheckpointNote;
+use super::io::{RowSink, RowSource, SourceRecord};
+use super::sequencer::Restored;
+use super::{drive, register, Begin, EngineError, RowResult, RunOptions, RunSummary};
+use crate::formats::DurablePoint;
+use crate::plan::Plan;
+use attest_ledger::projection::{PKey, PVal, RunStatus as LedgerStatus};
+use attest_ledger::{Commit, Durability, Event, Hash32, Ledger, LedgerError, RunId};
+use std::time::Instant;
+
+pub use held::AggregationState;
+
+/// Why a run cannot be resumed. Nothing was changed.
+#[derive(Debug, thiserror::Error)]
+pub enum ResumeError {
+    /// The run, the pipeline or the input is not one this run can continue with.
+    #[error("{0}")]
+    Refused(String),
+    #[error("ledger: {0}")]
+    Ledger(#[from] LedgerError),
+}
+
+/// Where a run stopped, as its ledger says.
+#[derive(Debug)]
+pub struct Stopped {
+    pub run: RunId,
+    /// `running` (it died) or `interrupted`.
+    pub status: LedgerStatus,
+    /// Rows released at the last checkpoint: the row the run continues from.
+    pub released: u64,
+    /// Rows the run had read.
+    pub ingested: u64,
+    /// Each sink's durable position, in plan order; `None` for a sink the run has not
+    /// made durable (it is opened as new).
+    pub points: Vec<Option<DurablePoint>>,
+    written: Vec<u64>,
+    note: CheckpointNote,
+    aggregations: Vec<AggregationState>,
+    /// The run stopped before its registration reached the disk.
+    unregistered: bool,
+}
+
+/// Reads where `run` stopped and checks that `plan` can continue it. Reads only the
+/// ledger.
+pub fn find_stop(plan: &Plan, ledger: &Ledger, run: &RunId) -> Result<Stopped, ResumeError> {
+    let rec = ledger.run_record(run)?.ok_or_else(|| {
+        ResumeError::Refused(format!(
+            "no run {run} in the ledger at {}",
+            ledger.path().display()
+        ))
+    })?;
+    match rec.status {
+        LedgerStatus::Completed => {
+            return Err(ResumeError::Refused(format!(
+                "run {run} already completed: there is nothing to resume"
+            )))
+        }
+        LedgerStatus::Failed => {
+            return Err(ResumeError::Refused(format!(
+                "run {run} failed, and a failed run is final; start a new run with `attest run`"
+            )))
+        }
+        LedgerStatus::Running | LedgerStatus::Interrupted => {}
+    }
+    if rec.open_states > 0 {
+        return Err(ResumeError::Refused(format!(
+            "run {run} stopped with {} state(s) open: a node was calling out when it stopped. \
+             Resuming it means retrying those states with the responses already recorded, \
+             which this build cannot do yet",
+            rec.open_states
+        )));
+    }
+    let unregistered = topology::check(plan, ledger, run)?;
+    let (released, note) = match ledger.find_last_event(run, |e| match e {
+        Event::Checkpoint {
+            rows_ingested,
+            note,
+        } => Some((*rows_ingested, note.clone())),
+        _ => None,
+    })? {
+        None => (
+            0,
+            CheckpointNote {
+                v: super::checkpoint::NOTE_VERSION,
+                ..CheckpointNote::default()
+            },
+        ),
+        Some((_, (rows, note))) => (
+            rows,
+            CheckpointNote::parse(&note)
+                .map_err(|e| ResumeError::Refused(format!("run {run} cannot be resumed: {e}")))?,
+        ),
+    };
+    let mut points = Vec::with_capacity(plan.sinks.len());
+    let mut written = Vec::with_capacity(plan.sinks.len());
+    for sink in &plan.sinks {
+        let recorded = match ledger.projection(run, &PKey::Node(sink.id.clone()))? {
+            Some(PVal::Node(n)) => n.next_ordinal,
+            _ => 0,
+        };
+        let point = match note.sinks.get(sink.id.as_str()) {
+            None => None,
+            Some(m) => {
+                if m.path != sink.path {
+                    return Err(ResumeError::Refused(format!(
+                        "sink {}: run {run} wrote it to {}, the pipeline now writes it to {}; \
+                         resume with the pipeline's paths as they were",
+                        sink.id, m.path, sink.path
+                    )));
+                }
+                let hash = m.hash().ok_or_else(|| {
+                    held::inconsistent(run, &format!("sink {}'s recorded hash", sink.id))
+                })?;
+                Some(DurablePoint {
+                    bytes: m.bytes,
+                    rows: m.rows,
+                    hash: hash.0,
+                })
+            }
+        };
+        let durable_rows = point.map_or(0, |p| p.rows);
+        if durable_rows != recorded {
+            return Err(held::inconsistent(
+                run,
+                &format!(
+                    "sink {} has {recorded} rows recorded as written, its last checkpoint says {durable_rows}",
+                    sink.id
+                ),
+            ));
+        }
+        points.push(point);
+        written.push(recorded);
+    }
+    let aggregations = held::find(plan, ledger, run)?;
+    Ok(Stopped {
+        run: run.clone(),
+        status: rec.status,
+        released,
+        ingested: rec.rows,
+        points,
+        written,
+        note,
+        aggregations,
+        unregistered,
+    })
+}
+
+/// A run ready to go on: the input positioned at the cut, the sequencer's state rebuilt.
+pub struct Prepared {
+    pub stopped: Stopped,
+    source: Box<dyn RowSource>,
+    restored: Restored,
+}
+
+/// Reads the input again up to where the run stopped (checking it is the same input) and
+/// rebuilds what the sequencer held. Changes nothing.
+pub fn prepare(
+    plan: &Plan,
+    ledger: &Ledger,
+    stopped: Stopped,
+    source: Box<dyn RowSource>,
+) -> Result<Prepared, ResumeError> {
+    let needed = held::rows_needed(&stopped.aggregations);
+    let prefix = prefix::read(
+        ledger,
+        &stopped.run,
+        source,
+        stopped.ingested,
+        stopped.released,
+        &needed,
+    )?;
+    let batches = held::rebuild(
+        plan,
+        ledger,
+        &stopped.run,
+        &stopped.aggregations,
+        &prefix.kept,
+    )?;
+    let restored = Restored {
+        next: stopped.released,
+        written: stopped.written.clone(),
+        marks: plan
+            .sinks
+            .iter()
+            .map(|s| stopped.note.sinks.get(s.id.as_str()).cloned())
+            .collect(),
+        failed: stopped.note.failed,
+        discarded: stopped.note.discarded,
+        quarantined: stopped.note.quarantined,
+        batches,
+    };
+    Ok(Prepared {
+        stopped,
+        source: prefix.source,
+        restored,
+    })
+}
+
+/// Records the resume and runs the rest of the run into `sinks` (opened at the prepared
+/// durable points). Like [`super::execute`], failures once the resume is recorded are
+/// recorded and reported in the summary.
+pub fn resume(
+    plan: &Plan,
+    ledger: &Ledger,
+    prepared: Prepared,
+    sinks: Vec<Box<dyn RowSink>>,
+    opts: RunOptions,
+) -> Result<RunSummary, EngineError> {
+    let started = Instant::now();
+    let Prepared {
+        stopped,
+        source,
+        restored,
+    } = prepared;
+    let run = ledger.run(&stopped.run)?;
+    let how = match stopped.status {
+        LedgerStatus::Interrupted => "after an interruption",
+        _ => "after the run stopped without an end event (crash or power loss)",
+    };
+    let reason = format!(
+        "resumed {how}, from the checkpoint at row {} of {} read",
+        stopped.released, stopped.ingested
+    );
+    run.submit(
+        Commit::new().event(Event::RunResumed { reason }),
+        Durability::Flushed,
+    )?;
+    if stopped.unregistered {
+        run.submit(register(plan), Durability::Buffered)?;
+    }
+    drive(
+        plan,
+        &run,
+        source,
+        Begin::Resumed {
+            sinks,
+            restored,
+            ingested: stopped.ingested,
+        },
+        opts,
+        started,
+    )
+}
+
+/// Processes a row that the stopped run had read: run it again, and record its events
+/// only if they are not recorded already (checking that they are the same if they are).
+pub(crate) fn reprocess(
+    plan: &Plan,
+    run: &attest_ledger::RunHandle,
+    row: u64,
+    record: SourceRecord,
+) -> Result<RowResult, EngineError> {
+    let (commit, mut result) = super::worker::walk_record(plan, run.ledger(), row, record)?;
+    if applied::compare(run.ledger(), run.id(), row, &commit.items)? == applied::Recorded::No
+        && !commit.items.is_empty()
+    {
+        result.commit = Some(run.submit_nowait(commit, Durability::Buffered)?);
+    }
+    Ok(result)
+}
+
+/// The configuration a run recorded when it started (the payload of its genesis event),
+/// for resuming without naming the pipeline file. `None` when the bytes were purged.
+pub fn recorded_config(
+    ledger: &Ledger,
+    run: &RunId,
+) -> Result<(Hash32, Option<Vec<u8>>), ResumeError> {
+    let rec = ledger.run_record(run)?.ok_or_else(|| {
+        ResumeError::Refused(format!(
+            "no run {run} in the ledger at {}",
+            ledger.path().display()
+        ))
+    })?;
+    Ok((rec.config_hash, ledger.payload(&rec.config_hash)?))
+}
