@@ -1,0 +1,205 @@
+//! Helpers for the crash and resume tests: examples with bigger inputs, the runs a ledger
+//! holds, resuming until done, and comparing outputs with an uninterrupted run.
+
+use crate::Scratch;
+use serde_json::Value;
+use std::path::Path;
+use std::process::Output;
+use std::time::Duration;
+
+/// An example pipeline in a scratch directory, with the sink files it writes.
+#[derive(Clone, Debug)]
+pub struct Example {
+    pub name: &'static str,
+    /// Relative to the scratch directory.
+    pub pipeline: String,
+    pub outputs: Vec<String>,
+}
+
+impl Example {
+    /// `examples/NAME/pipeline.yaml` of `s`, its input grown to `rows` data rows.
+    pub fn grown(s: &Scratch, name: &'static str, rows: usize) -> Example {
+        let dir = s.path().join("examples").join(name);
+        let input = std::fs::read_dir(&dir)
+            .expect("example dir")
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .find(|n| n.starts_with("input"))
+            .expect("the example has an input file");
+        let text = std::fs::read_to_string(dir.join(&input)).expect("read input");
+        std::fs::write(dir.join(&input), grow(&text, input.ends_with(".csv"), rows))
+            .expect("write input");
+        Example::at(s, name)
+    }
+
+    /// `examples/NAME/pipeline.yaml` of `s` as it is.
+    pub fn at(s: &Scratch, name: &'static str) -> Example {
+        let pipeline = format!("examples/{name}/pipeline.yaml");
+        let text = s.read(&pipeline);
+        let outputs = text
+            .split("path: ")
+            .skip(1)
+            .filter_map(|p| p.split([',', '}', '\n']).next())
+            .map(|p| p.trim().to_string())
+            .filter(|p| p.starts_with("out/") && p != "out/ledger")
+            .collect();
+        Example {
+            name,
+            pipeline,
+            outputs,
+        }
+    }
+
+    /// Rewrites the pipeline file (and the outputs it names).
+    pub fn edit(self, s: &Scratch, f: impl Fn(String) -> String) -> Example {
+        s.write(&self.pipeline, &f(s.read(&self.pipeline)));
+        Example::at(s, self.name)
+    }
+
+    /// The bytes of each output file (`None` when it does not exist).
+    pub fn output_bytes(&self, s: &Scratch) -> Vec<(String, Option<Vec<u8>>)> {
+        self.outputs
+            .iter()
+            .map(|o| (o.clone(), std::fs::read(s.path().join(o)).ok()))
+            .collect()
+    }
+}
+
+/// An input's data lines repeated to `rows` lines (after the header for CSV).
+pub fn grow(text: &str, csv: bool, rows: usize) -> String {
+    let mut lines = text.lines();
+    let mut out = String::new();
+    if csv {
+        if let Some(h) = lines.next() {
+            out.push_str(h);
+            out.push('\n');
+        }
+    }
+    let body: Vec<&str> = lines.filter(|l| !l.trim().is_empty()).collect();
+    for i in 0..rows {
+        out.push_str(body[i % body.len()]);
+        out.push('\n');
+    }
+    out
+}
+
+/// `attest runs --json` of the scratch's `out/ledger` (empty when there is no ledger yet).
+pub fn runs(s: &Scratch) -> Vec<Value> {
+    if !s.path().join("out/ledger/db").exists() {
+        return Vec::new();
+    }
+    let out = s
+        .attest()
+        .args(["runs", "--ledger", "out/ledger", "--json"])
+        .output()
+        .expect("attest runs");
+    assert!(out.status.success(), "{}", text(&out));
+    match serde_json::from_slice(&out.stdout) {
+        Ok(Value::Array(runs)) => runs,
+        other => panic!("attest runs --json: {other:?}"),
+    }
+}
+
+/// stdout and stderr, for messages.
+pub fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// `attest replay --verify-only` passes for every run in the scratch's ledger.
+pub fn assert_every_run_verifies(s: &Scratch) {
+    for r in runs(s) {
+        let id = r["run_id"].as_str().expect("run id");
+        let out = s
+            .attest()
+            .args([
+                "replay",
+                "--ledger",
+                "out/ledger",
+                "--verify-only",
+                "--run",
+                id,
+            ])
+            .output()
+            .expect("attest replay");
+        assert_eq!(out.status.code(), Some(0), "run {id}: {}", text(&out));
+    }
+}
+
+/// Runs `example` uninterrupted in a fresh scratch prepared by `setup`; returns its outputs.
+pub fn reference(setup: &dyn Fn(&Scratch) -> Example) -> (Example, Vec<(String, Option<Vec<u8>>)>) {
+    let s = Scratch::new();
+    let ex = setup(&s);
+    let out = s
+        .attest()
+        .args(["run", &ex.pipeline, "--json"])
+        .timeout(Duration::from_secs(600))
+        .output()
+        .expect("attest run");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let bytes = ex.output_bytes(&s);
+    assert!(
+        bytes.iter().any(|(_, b)| b.is_some()),
+        "{}: the reference run wrote nothing",
+        ex.name
+    );
+    (ex, bytes)
+}
+
+/// Resumes `run` with `attest resume` until it completes (each resume must end 0 or 3).
+pub fn resume_until_done(s: &Scratch, run: &str) -> Vec<Output> {
+    let mut outs = Vec::new();
+    loop {
+        let out = s
+            .attest()
+            .args(["resume", run, "--ledger", "out/ledger", "--json"])
+            .timeout(Duration::from_secs(600))
+            .output()
+            .expect("attest resume");
+        let code = out.status.code();
+        outs.push(out);
+        match code {
+            Some(0) => return outs,
+            Some(3) if outs.len() < 20 => continue,
+            _ => panic!(
+                "attest resume {run}: {:?}\n{}",
+                code,
+                outs.last().map(text).unwrap_or_default()
+            ),
+        }
+    }
+}
+
+/// Asserts the outputs of `ex` in `s` are byte for byte `want`.
+pub fn assert_same_outputs(
+    s: &Scratch,
+    ex: &Example,
+    want: &[(String, Option<Vec<u8>>)],
+    what: &str,
+) {
+    for ((name, got), (_, w)) in ex.output_bytes(s).iter().zip(want) {
+        if got != w {
+            let len = |b: &Option<Vec<u8>>| b.as_ref().map(|b| b.len());
+            panic!(
+                "{what}: {name} differs from the uninterrupted run ({:?} bytes, expected {:?})",
+                len(got),
+                len(w)
+            );
+        }
+    }
+}
+
+/// The run the scratch's ledger holds, if exactly one.
+pub fn only_run(s: &Scratch) -> Option<Value> {
+    let mut r = runs(s);
+    assert!(r.len() <= 1, "more than one run: {r:?}");
+    r.pop()
+}
+
+/// A file's length, 0 when missing.
+pub fn len(path: &Path) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
