@@ -7,6 +7,9 @@ use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 
+/// Each output file of an example (relative path) and its bytes, `None` when missing.
+pub type Outputs = Vec<(String, Option<Vec<u8>>)>;
+
 /// An example pipeline in a scratch directory, with the sink files it writes.
 #[derive(Clone, Debug)]
 pub struct Example {
@@ -57,7 +60,7 @@ impl Example {
     }
 
     /// The bytes of each output file (`None` when it does not exist).
-    pub fn output_bytes(&self, s: &Scratch) -> Vec<(String, Option<Vec<u8>>)> {
+    pub fn output_bytes(&self, s: &Scratch) -> Outputs {
         self.outputs
             .iter()
             .map(|o| (o.clone(), std::fs::read(s.path().join(o)).ok()))
@@ -130,7 +133,7 @@ pub fn assert_every_run_verifies(s: &Scratch) {
 }
 
 /// Runs `example` uninterrupted in a fresh scratch prepared by `setup`; returns its outputs.
-pub fn reference(setup: &dyn Fn(&Scratch) -> Example) -> (Example, Vec<(String, Option<Vec<u8>>)>) {
+pub fn reference(setup: &dyn Fn(&Scratch) -> Example) -> (Example, Outputs) {
     let s = Scratch::new();
     let ex = setup(&s);
     let out = s
@@ -174,12 +177,7 @@ pub fn resume_until_done(s: &Scratch, run: &str) -> Vec<Output> {
 }
 
 /// Asserts the outputs of `ex` in `s` are byte for byte `want`.
-pub fn assert_same_outputs(
-    s: &Scratch,
-    ex: &Example,
-    want: &[(String, Option<Vec<u8>>)],
-    what: &str,
-) {
+pub fn assert_same_outputs(s: &Scratch, ex: &Example, want: &Outputs, what: &str) {
     for ((name, got), (_, w)) in ex.output_bytes(s).iter().zip(want) {
         if got != w {
             let len = |b: &Option<Vec<u8>>| b.as_ref().map(|b| b.len());

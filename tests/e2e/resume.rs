@@ -4,7 +4,7 @@
 
 use attest_tests::crash::{
     assert_every_run_verifies, assert_same_outputs, only_run, reference, resume_until_done, text,
-    Example,
+    Example, Outputs,
 };
 use attest_tests::Scratch;
 use std::process::{Command, Output, Stdio};
@@ -38,7 +38,7 @@ fn resume(s: &Scratch, args: &[&str]) -> Output {
 }
 
 /// The run's record (status, events, head) and outputs, to show a refusal changed nothing.
-fn state(s: &Scratch, ex: &Example) -> (serde_json::Value, Vec<(String, Option<Vec<u8>>)>) {
+fn state(s: &Scratch, ex: &Example) -> (serde_json::Value, Outputs) {
     (only_run(s).expect("a run"), ex.output_bytes(s))
 }
 
