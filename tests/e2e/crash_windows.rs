@@ -9,7 +9,7 @@ use attest_ledger::projection::{PKey, PVal};
 use attest_ledger::{BatchId, Event, Ledger, NodeId, RunId, TokenId};
 use attest_tests::crash::{
     assert_every_run_verifies, assert_same_outputs, len, only_run, reference, resume_until_done,
-    text, Example,
+    text, Example, Outputs,
 };
 use attest_tests::Scratch;
 use std::os::unix::process::ExitStatusExt;
@@ -102,9 +102,21 @@ fn threshold(s: &Scratch, rows: usize) -> Example {
     })
 }
 
-/// Crashes `setup`'s example at `spec`, checks the window with `window`, resumes, compares.
-fn check(setup: &dyn Fn(&Scratch) -> Example, spec: &str, window: &dyn Fn(&Scratch, &Cut)) {
-    let (_, want) = reference(setup);
+/// The uninterrupted outputs of the threshold example, run once for the tests that share it.
+fn threshold_reference() -> Outputs {
+    static ONCE: std::sync::OnceLock<Outputs> = std::sync::OnceLock::new();
+    ONCE.get_or_init(|| reference(&|s| threshold(s, 9_000)).1)
+        .clone()
+}
+
+/// Crashes `setup`'s example at `spec`, checks the window with `window`, resumes, compares
+/// with `want` (the uninterrupted outputs).
+fn check(
+    setup: &dyn Fn(&Scratch) -> Example,
+    want: Outputs,
+    spec: &str,
+    window: &dyn Fn(&Scratch, &Cut),
+) {
     let s = Scratch::new();
     let ex = setup(&s);
     let run = crash(&s, &ex, spec);
@@ -121,31 +133,41 @@ fn check(setup: &dyn Fn(&Scratch) -> Example, spec: &str, window: &dyn Fn(&Scrat
 fn fsynced_rows_whose_outcomes_were_not_recorded_are_cut_and_redone() {
     // Killed right after the first fsync, before its checkpoint: the file holds rows the
     // ledger does not count as written, and rows processed but not written.
-    check(&|s| threshold(s, 9_000), "durable:1", &|s, c| {
-        assert_eq!(c.released, 0, "no checkpoint was recorded");
-        let written = len(&s.path().join("out/threshold-gate/normal.csv"))
-            + len(&s.path().join("out/threshold-gate/high.json"));
-        assert!(written > 0, "fsynced rows on disk");
-        assert!(c.processed_after > 0, "rows processed but not written");
-    });
+    check(
+        &|s| threshold(s, 9_000),
+        threshold_reference(),
+        "durable:1",
+        &|s, c| {
+            assert_eq!(c.released, 0, "no checkpoint was recorded");
+            let written = len(&s.path().join("out/threshold-gate/normal.csv"))
+                + len(&s.path().join("out/threshold-gate/high.json"));
+            assert!(written > 0, "fsynced rows on disk");
+            assert!(c.processed_after > 0, "rows processed but not written");
+        },
+    );
 }
 
 #[test]
 fn a_crash_after_a_checkpoint_resumes_from_it() {
     // The second flush: the first checkpoint is recorded, then one sink is fsynced further.
-    check(&|s| threshold(s, 9_000), "durable:3", &|s, c| {
-        assert!(c.released > 0, "a checkpoint was recorded");
-        assert!(c.processed_after > 0, "rows processed but not written");
-        let beyond = c
-            .bytes
-            .iter()
-            .any(|(path, bytes)| len(&s.path().join(path)) > *bytes);
-        assert!(
-            beyond,
-            "a sink is durable beyond its recorded position: {:?}",
-            c.bytes
-        );
-    });
+    check(
+        &|s| threshold(s, 9_000),
+        threshold_reference(),
+        "durable:3",
+        &|s, c| {
+            assert!(c.released > 0, "a checkpoint was recorded");
+            assert!(c.processed_after > 0, "rows processed but not written");
+            let beyond = c
+                .bytes
+                .iter()
+                .any(|(path, bytes)| len(&s.path().join(path)) > *bytes);
+            assert!(
+                beyond,
+                "a sink is durable beyond its recorded position: {:?}",
+                c.bytes
+            );
+        },
+    );
 }
 
 #[test]
@@ -153,7 +175,7 @@ fn a_torn_write_is_cut_off() {
     // Killed mid-run with rows buffered; the files then get half a row each, as a write
     // torn by a power cut would leave them.
     let setup = |s: &Scratch| threshold(s, 9_000);
-    let (_, want) = reference(&setup);
+    let want = threshold_reference();
     let s = Scratch::new();
     let ex = setup(&s);
     let run = crash(&s, &ex, "written:7000");
@@ -183,7 +205,7 @@ fn an_open_batch_is_rebuilt_from_the_ledger() {
             t.replace("trigger: {count: 3}", "trigger: {count: 1000000}")
         })
     };
-    check(&setup, "read:21000", &|s, c| {
+    check(&setup, reference(&setup).1, "read:21000", &|s, c| {
         assert!(c.released > 0, "a checkpoint was recorded");
         let ledger = Ledger::open(s.path().join("out/ledger")).expect("open");
         let run = ledger.latest_run().expect("read").expect("run").run;
@@ -200,11 +222,8 @@ fn an_open_batch_is_rebuilt_from_the_ledger() {
 
 #[test]
 fn fork_and_coalesce_after_a_crash() {
-    check(
-        &|s| Example::grown(s, "fork-coalesce", 9_000),
-        "durable:2",
-        &|_, c| {
-            assert!(c.processed_after > 0);
-        },
-    );
+    let setup = |s: &Scratch| Example::grown(s, "fork-coalesce", 9_000);
+    check(&setup, reference(&setup).1, "durable:2", &|_, c| {
+        assert!(c.processed_after > 0);
+    });
 }
