@@ -73,7 +73,9 @@ fn grow(input: &str, name: &str, rows: usize) -> String {
     out
 }
 
-/// Sets `flag` once `left` records have been read: the run stops reading there.
+/// Sets `flag` once `left` records have been read: the run stops reading there. Records
+/// read but not yet recorded are dropped, as with Ctrl-C, so the run stops at or before
+/// that row (the reader runs ahead of the ingestion).
 struct StopAfter {
     inner: Box<dyn RowSource>,
     left: u64,
@@ -514,5 +516,55 @@ fn a_row_recorded_with_another_result_fails_the_resumed_run() {
         )),
         "{error}"
     );
+    verify(&ledger, &id);
+}
+
+#[test]
+fn artifacts_recorded_before_the_stop_are_not_recorded_again() {
+    // Stopped once its last row was written: every row is done and the artifacts are
+    // recorded, but the run is not finished. The resume has nothing left to do; the files
+    // it finishes are the same artifacts, so it records none.
+    use attest_ledger::projection::{PKey, PVal};
+    let dir = tempfile::tempdir().unwrap();
+    let c = case(dir.path(), "threshold-gate", 40, &|t| t);
+    let ledger = Ledger::open(dir.path().join("ledger")).unwrap();
+    let loaded = load(&c);
+    let plan = attest_engine::build::plan(&loaded.config).unwrap();
+    let (source, sinks) = attest_engine::open::open(&loaded.config).unwrap();
+    let flag = Arc::new(AtomicBool::new(false));
+    let mut o = opts(&flag);
+    let f = flag.clone();
+    o.progress = Some(Box::new(move |released| {
+        if released == 40 {
+            f.store(true, Ordering::SeqCst);
+        }
+    }));
+    let start = RunStart {
+        config: loaded.text.clone(),
+        engine_version: "test".into(),
+        started_at_ms: 1,
+    };
+    let s = execute(&plan, source, sinks, &ledger, start, o).unwrap();
+    assert_eq!((s.status, s.rows), (RunStatus::Interrupted, 40));
+    let id = s.run_id;
+    let artifacts = |ledger: &Ledger| -> Vec<u64> {
+        plan.sinks
+            .iter()
+            .map(
+                |s| match ledger.projection(&id, &PKey::Node(s.id.clone())).unwrap() {
+                    Some(PVal::Node(n)) => n.artifacts,
+                    other => panic!("{other:?}"),
+                },
+            )
+            .collect()
+    };
+    assert_eq!(artifacts(&ledger), vec![1, 1]);
+    let before = outputs(&c);
+    assert_eq!(
+        resume_run(&c, &ledger, &id, None).unwrap(),
+        RunStatus::Completed
+    );
+    assert_eq!(artifacts(&ledger), vec![1, 1]);
+    assert_eq!(outputs(&c), before);
     verify(&ledger, &id);
 }
