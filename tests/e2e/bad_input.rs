@@ -541,6 +541,25 @@ fn ledger_disk_full() {
         ledger_state(&s, LEDGER),
         Ledger::Verified(vec!["running".into()])
     );
+    // ...and `attest resume` finishes it with the output of a run that had room.
+    let resumed = s
+        .attest()
+        .args(["resume", "latest", "--ledger", LEDGER])
+        .output()
+        .expect("attest resume");
+    assert_eq!(resumed.status.code(), Some(0), "{}", stderr(&resumed));
+    let reference = with_input(input.as_bytes());
+    assert_eq!(run(&reference, PIPELINE).status.code(), Some(0));
+    for file in [
+        "out/threshold-gate/normal.csv",
+        "out/threshold-gate/high.csv",
+    ] {
+        assert!(s.read(file) == reference.read(file), "{file} differs");
+    }
+    assert_eq!(
+        ledger_state(&s, LEDGER),
+        Ledger::Verified(vec!["completed".into()])
+    );
     drop(mount);
 }
 
