@@ -247,6 +247,8 @@ fn sigkill_at_random_moments_then_resume_gives_the_uninterrupted_output() {
             .unwrap_or(0),
     );
     println!("kill_resume: seed {seed} (ATTEST_KILL_SEED={seed}), {kills} kills, {rows} rows");
+    // Built before anything is timed: the kill moments scale with a run's duration.
+    attest_tests::binary();
     let mut rng = Rng(seed);
     let started = Instant::now();
     let mut total = Windows::default();
