@@ -92,6 +92,19 @@ impl RowSource for StopAfter {
     }
 }
 
+/// Options that interrupt the run once `n` rows are released (written or otherwise done):
+/// unlike [`StopAfter`], at least `n` rows are done.
+fn stop_when_released(n: u64) -> RunOptions {
+    let flag = Arc::new(AtomicBool::new(false));
+    let mut o = opts(&flag);
+    o.progress = Some(Box::new(move |released| {
+        if released >= n {
+            flag.store(true, Ordering::SeqCst);
+        }
+    }));
+    o
+}
+
 fn opts(stop: &Arc<AtomicBool>) -> RunOptions {
     RunOptions {
         workers: 3,
@@ -331,19 +344,22 @@ fn a_sink_path_moved_by_a_variable_is_refused() {
     let loaded = attest_engine::build::load(&c.pipeline, &env_a).unwrap();
     let plan = attest_engine::build::plan(&loaded.config).unwrap();
     let (source, sinks) = attest_engine::open::open(&loaded.config).unwrap();
-    let flag = Arc::new(AtomicBool::new(false));
-    let source = Box::new(StopAfter {
-        inner: source,
-        left: 50,
-        flag: flag.clone(),
-    });
-    let start = RunStart {
-        config: loaded.text.clone(),
-        engine_version: "test".into(),
-        started_at_ms: 1,
-    };
-    let s = execute(&plan, source, sinks, &ledger, start, opts(&flag)).unwrap();
+    let s = execute(
+        &plan,
+        source,
+        sinks,
+        &ledger,
+        RunStart {
+            config: loaded.text.clone(),
+            engine_version: "test".into(),
+            started_at_ms: 1,
+        },
+        stop_when_released(50),
+    )
+    .unwrap();
+    // Rows were written to both sinks, so each has a durable position.
     assert_eq!(s.status, RunStatus::Interrupted);
+    assert!(s.sinks.iter().all(|(_, n)| *n > 0), "{:?}", s.sinks);
     let env_b = {
         let v = out("b");
         move |k: &str| (k == "OUT").then(|| v.clone())
@@ -531,20 +547,12 @@ fn artifacts_recorded_before_the_stop_are_not_recorded_again() {
     let loaded = load(&c);
     let plan = attest_engine::build::plan(&loaded.config).unwrap();
     let (source, sinks) = attest_engine::open::open(&loaded.config).unwrap();
-    let flag = Arc::new(AtomicBool::new(false));
-    let mut o = opts(&flag);
-    let f = flag.clone();
-    o.progress = Some(Box::new(move |released| {
-        if released == 40 {
-            f.store(true, Ordering::SeqCst);
-        }
-    }));
     let start = RunStart {
         config: loaded.text.clone(),
         engine_version: "test".into(),
         started_at_ms: 1,
     };
-    let s = execute(&plan, source, sinks, &ledger, start, o).unwrap();
+    let s = execute(&plan, source, sinks, &ledger, start, stop_when_released(40)).unwrap();
     assert_eq!((s.status, s.rows), (RunStatus::Interrupted, 40));
     let id = s.run_id;
     let artifacts = |ledger: &Ledger| -> Vec<u64> {
