@@ -1,0 +1,239 @@
+//! A scratch ledger: the ledger's API and integrity rules, in memory, keeping nothing.
+//!
+//! Re-execution (`attest replay`) runs a recorded pipeline again through the same executor
+//! as `attest run`, and that executor writes to a [`Ledger`]. A scratch ledger takes its
+//! commits exactly as the real writer does — items resolved (attempt numbers and call
+//! indices allocated by the ledger), encoded into records, hashed and applied through
+//! [`crate::rules::apply`] in a transaction, so a commit that breaks a rule is refused the
+//! same way — but keeps the projections in memory, stores no record and no payload, and
+//! hands every event it accepts to an observer instead. Nothing touches disk, which is what
+//! lets re-executing a run cost a fraction of running it (sled's inserts are most of a run).
+//!
+//! Reads see an empty ledger: [`Ledger::payload`] finds nothing and [`Ledger::run_record`]
+//! knows no run. The executor never reads back what it wrote, so it does not notice.
+
+use crate::error::{LedgerError, Result};
+use crate::event::Event;
+use crate::ids::RunId;
+use crate::ledger::Ledger;
+use crate::projection::{PKey, PVal};
+use crate::rules::{MemProj, TxProj};
+use crate::writer::{apply_items, Cmd, Item, Receipt};
+use crossbeam_channel::{Receiver, Sender};
+use hashbrown::HashMap;
+use std::thread::JoinHandle;
+
+/// Sees every event a scratch ledger accepts, with its seq, in the order they were applied
+/// (the order a real ledger would have recorded them), on the scratch ledger's writer thread.
+pub type Observer = Box<dyn FnMut(&RunId, u64, &Event) + Send>;
+
+impl Ledger {
+    /// A ledger that applies commits through the integrity rules in memory and passes each
+    /// accepted event to `observer`; see the module documentation.
+    pub fn scratch(observer: Observer) -> Result<Ledger> {
+        let store = crate::store::Store::temporary()?;
+        Ledger::with_writer(store, true, |_| spawn(observer))
+    }
+}
+
+/// Starts the scratch ledger's writer thread.
+fn spawn(observer: Observer) -> Result<(Sender<Cmd>, JoinHandle<()>)> {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let writer = Scratch {
+        runs: HashMap::new(),
+        spare: HashMap::new(),
+        segment: Vec::new(),
+        events: Vec::new(),
+        observer,
+    };
+    let handle = std::thread::Builder::new()
+        .name("attest-ledger-scratch".into())
+        .spawn(move || writer.run(rx))
+        .map_err(|e| LedgerError::Storage {
+            path: "(scratch ledger)".into(),
+            message: e.to_string(),
+        })?;
+    Ok((tx, handle))
+}
+
+struct Scratch {
+    runs: HashMap<RunId, MemProj>,
+    /// The change map of the last transaction, reused by the next.
+    spare: HashMap<PKey, PVal>,
+    /// Records are encoded (their hash is the run's head) and then dropped.
+    segment: Vec<u8>,
+    events: Vec<Event>,
+    observer: Observer,
+}
+
+impl Scratch {
+    fn run(mut self, rx: Receiver<Cmd>) {
+        for cmd in rx {
+            match cmd {
+                Cmd::Commit {
+                    run, items, reply, ..
+                } => {
+                    let _ = reply.send(self.commit(&run, items));
+                }
+                Cmd::Flush { reply } => {
+                    let _ = reply.send(Ok(()));
+                }
+                Cmd::ClearCache { reply } => {
+                    let _ = reply.send(());
+                }
+            }
+        }
+    }
+
+    fn commit(&mut self, run: &RunId, items: Vec<Item>) -> Result<Receipt> {
+        let proj = self.runs.entry(run.clone()).or_default();
+        let records = items.len() / 2 + 4;
+        let mut tx = TxProj::reusing(proj, std::mem::take(&mut self.spare), records);
+        self.segment.clear();
+        self.events.clear();
+        let applied = apply_items(
+            &mut tx,
+            run,
+            items,
+            &mut self.segment,
+            Some(&mut self.events),
+        );
+        match applied {
+            Ok((receipt, _)) => {
+                self.spare = tx.commit();
+                for (i, event) in self.events.iter().enumerate() {
+                    (self.observer)(run, receipt.first_seq + i as u64, event);
+                }
+                Ok(receipt)
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{NodeKind, Outcome, SinkWrite};
+    use crate::ids::{Hash32, NodeId, Subject, TokenId};
+    use crate::ledger::{Commit, RunStart};
+    use crate::writer::Durability;
+    use std::sync::{Arc, Mutex};
+
+    fn node(n: &str) -> NodeId {
+        NodeId::new(n).unwrap()
+    }
+
+    fn observed() -> (Observer, Arc<Mutex<Vec<(u64, Event)>>>) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        let obs: Observer = Box::new(move |_, seq, e| s.lock().unwrap().push((seq, e.clone())));
+        (obs, seen)
+    }
+
+    fn start(ledger: &Ledger) -> crate::RunHandle {
+        let run = ledger
+            .start_run(RunStart {
+                config: b"pipeline".to_vec(),
+                engine_version: "test".into(),
+                started_at_ms: 1,
+            })
+            .unwrap();
+        let mut c = Commit::new();
+        c.push(Event::NodeRegistered {
+            node: node("src"),
+            kind: NodeKind::Source,
+            plugin: "csv".into(),
+            config_hash: Hash32::ZERO,
+        });
+        c.push(Event::NodeRegistered {
+            node: node("out"),
+            kind: NodeKind::Sink,
+            plugin: "csv".into(),
+            config_hash: Hash32::ZERO,
+        });
+        run.submit(c, Durability::Buffered).unwrap();
+        run
+    }
+
+    /// Accepted events reach the observer in order with contiguous seqs, and the ledger
+    /// allocates attempt numbers as the real one does.
+    #[test]
+    fn events_reach_the_observer_and_attempts_are_allocated() {
+        let (obs, seen) = observed();
+        let ledger = Ledger::scratch(obs).unwrap();
+        let run = start(&ledger);
+        let payload = ledger.put_payload(b"row").unwrap();
+        assert_eq!(payload, Hash32::of(b"row"));
+        assert_eq!(ledger.payload(&payload).unwrap(), None, "nothing is stored");
+        run.append(vec![Event::RowIngested {
+            row: 0,
+            source: node("src"),
+            payload,
+        }])
+        .unwrap();
+        let first = run
+            .open_state(Subject::Token(TokenId::for_row(0)), node("out"), payload)
+            .unwrap();
+        assert_eq!(first.attempt(), 1);
+        first
+            .close(
+                crate::StateResult::Failed {
+                    error: "x".into(),
+                    retryable: true,
+                },
+                0,
+            )
+            .unwrap();
+        let second = run
+            .open_state(Subject::Token(TokenId::for_row(0)), node("out"), payload)
+            .unwrap();
+        assert_eq!(second.attempt(), 2);
+        ledger.flush().unwrap();
+        let seen = seen.lock().unwrap();
+        let seqs: Vec<u64> = seen.iter().map(|(s, _)| *s).collect();
+        assert_eq!(seqs, (0..seqs.len() as u64).collect::<Vec<_>>());
+        assert!(matches!(seen[0].1, Event::RunStarted { .. }));
+        assert!(matches!(
+            seen.last().unwrap().1,
+            Event::StateOpened { ref state, .. } if state.attempt == 2
+        ));
+    }
+
+    /// A commit that breaks a rule is refused with the rule's error, and the observer sees
+    /// none of its events, not even those before the one that broke it.
+    #[test]
+    fn a_rule_violation_is_refused_and_not_observed() {
+        let (obs, seen) = observed();
+        let ledger = Ledger::scratch(obs).unwrap();
+        let run = start(&ledger);
+        let before = seen.lock().unwrap().len();
+        let mut c = Commit::new();
+        c.push(Event::RowIngested {
+            row: 0,
+            source: node("src"),
+            payload: Hash32::ZERO,
+        });
+        // Row 5 was never ingested.
+        c.push(Event::TokenOutcome {
+            token: TokenId::for_row(5),
+            outcome: Outcome::Completed {
+                write: SinkWrite {
+                    sink: node("out"),
+                    ordinal: 0,
+                },
+            },
+        });
+        let err = run.submit(c, Durability::Buffered).unwrap_err();
+        assert!(matches!(err, LedgerError::Rule(_)), "{err}");
+        assert_eq!(seen.lock().unwrap().len(), before);
+        // The run goes on from where it was: row 0 is still next.
+        run.append(vec![Event::RowIngested {
+            row: 0,
+            source: node("src"),
+            payload: Hash32::ZERO,
+        }])
+        .unwrap();
+        assert_eq!(seen.lock().unwrap().len(), before + 1);
+    }
+}
