@@ -113,7 +113,11 @@ impl Ledger {
 
     /// Opens with sled's node cache bounded to `cache_bytes`.
     pub fn open_with_cache(dir: impl AsRef<Path>, cache_bytes: u64) -> Result<Ledger> {
-        Ledger::with_writer(Store::open(dir.as_ref(), cache_bytes)?, false, writer::spawn)
+        Ledger::with_writer(
+            Store::open(dir.as_ref(), cache_bytes)?,
+            false,
+            writer::spawn,
+        )
     }
 
     /// A ledger on `store` whose commands go to the writer `spawn` starts.

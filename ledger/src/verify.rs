@@ -146,6 +146,7 @@ pub(crate) fn referenced_payloads(event: &Event, out: &mut Vec<Hash32>) {
     match event {
         Event::RunStarted { config_hash, .. } => out.push(*config_hash),
         Event::RowIngested { payload, .. } => out.push(*payload),
+        Event::RowDetail { detail, .. } => out.push(*detail),
         Event::StateOpened { input, .. } => out.push(*input),
         Event::StateClosed {
             result: crate::event::StateResult::Completed { output },
