@@ -1,0 +1,424 @@
+//! Re-execution through the engine's API: every example re-executes without divergence,
+//! and a pipeline changed after the run (mapping, threshold, source schema, sink schema,
+//! sink format, a route that now discards) is reported with the right code at the right
+//! seq, node and token. Purged rows are named as not re-executable, and runs that made
+//! external calls are refused rather than re-executed with live calls.
+
+use attest_engine::build;
+use attest_engine::plan::{NodeExec, Plan, Target};
+use attest_engine::replay::{reexecute, DivergenceCode, ReexecOptions, ReplayError};
+use attest_engine::run::{execute, RunOptions, RunStatus};
+use attest_ledger::{
+    CallOutcome, Commit, Durability, Event, FinalStatus, Hash32, Ledger, NodeId, NodeKind, Outcome,
+    RunId, RunStart, SinkWrite, StateResult, Subject, TokenId,
+};
+use std::path::{Path, PathBuf};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+/// Writes example `name`'s pipeline into `dir`, reading its input from the repository and
+/// writing its outputs under `dir`.
+fn prepare(name: &str, dir: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(root().join("examples").join(name).join("pipeline.yaml"))
+        .unwrap()
+        .replace(
+            "path: examples/",
+            &format!("path: {}/examples/", root().display()),
+        )
+        .replace("path: out/", &format!("path: {}/out/", dir.display()));
+    let path = dir.join(format!("{name}.yaml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Runs a pipeline file (its text is the recorded configuration); returns the run.
+fn run_pipeline(pipeline: &Path, ledger: &Ledger) -> RunId {
+    let loaded = build::load(pipeline, &no_env).unwrap();
+    let plan = build::plan(&loaded.config).unwrap();
+    let (source, sinks) = attest_engine::open::open(&loaded.config).unwrap();
+    let summary = execute(
+        &plan,
+        source,
+        sinks,
+        ledger,
+        RunStart {
+            config: loaded.text.clone(),
+            engine_version: "test".into(),
+            started_at_ms: 1,
+        },
+        RunOptions {
+            workers: 2,
+            ..RunOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(summary.status, RunStatus::Completed, "{:?}", summary.error);
+    summary.run_id
+}
+
+/// A ledger in `dir` with one run of example `name`; returns the pipeline file too.
+fn recorded(name: &str, dir: &Path) -> (Ledger, RunId, PathBuf) {
+    let pipeline = prepare(name, dir);
+    let ledger = Ledger::open(dir.join("ledger")).unwrap();
+    let run = run_pipeline(&pipeline, &ledger);
+    (ledger, run, pipeline)
+}
+
+fn events(ledger: &Ledger, run: &RunId) -> Vec<(u64, Event)> {
+    let mut out = Vec::new();
+    ledger
+        .for_each_event(run, |seq, e| {
+            out.push((seq, e));
+            Ok(())
+        })
+        .unwrap();
+    out
+}
+
+/// Writes `pipeline` with `from` replaced by `to` beside it.
+fn changed(pipeline: &Path, from: &str, to: &str) -> PathBuf {
+    let text = std::fs::read_to_string(pipeline).unwrap();
+    assert!(
+        text.contains(from),
+        "{from:?} is not in {}",
+        pipeline.display()
+    );
+    let path = pipeline.with_extension("changed.yaml");
+    std::fs::write(&path, text.replace(from, to)).unwrap();
+    path
+}
+
+fn opts_with<'a>(pipeline: &'a Path) -> ReexecOptions<'a> {
+    let mut o = ReexecOptions::new(&no_env);
+    o.pipeline = Some(pipeline);
+    o
+}
+
+#[test]
+fn every_example_re_executes_without_divergence() {
+    let mut names: Vec<String> = std::fs::read_dir(root().join("examples"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert!(names.len() >= 9, "{names:?}");
+    for name in names {
+        let dir = tempfile::tempdir().unwrap();
+        let (ledger, run, _) = recorded(&name, dir.path());
+        let r = reexecute(&ledger, &run, &ReexecOptions::new(&no_env)).unwrap();
+        let c = r.comparison.as_ref().unwrap();
+        assert_eq!(c.first, None, "{name}");
+        assert_eq!(c.divergences, 0, "{name}");
+        // Everything the record states was matched by a re-executed event.
+        assert_eq!(c.compared, r.record_events, "{name}");
+        assert!(c.states > 0, "{name}: no state re-executed");
+        assert_eq!(r.not_reexecuted, None);
+        assert_eq!(r.partial, None);
+    }
+}
+
+#[test]
+fn a_changed_mapping_is_output_diverged_at_the_mapper_and_the_first_token_in_the_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ledger, run, pipeline) = recorded("threshold-gate", dir.path());
+    let changed_pipeline = changed(
+        &pipeline,
+        "{mapping: {name: customer}",
+        "{mapping: {name: client}",
+    );
+    let r = reexecute(&ledger, &run, &opts_with(&changed_pipeline)).unwrap();
+    let d = r.divergence().unwrap();
+    // The record's first closed state of the mapper.
+    let (seq, token) = events(&ledger, &run)
+        .into_iter()
+        .find_map(|(seq, e)| match e {
+            Event::StateClosed { state, .. } if state.node.as_str() == "rename" => {
+                Some((seq, state.subject.to_string()))
+            }
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(d.code, DivergenceCode::OutputDiverged, "{d}");
+    assert_eq!(d.seq, Some(seq));
+    assert_eq!(d.node.as_deref(), Some("rename"));
+    assert_eq!(d.token.as_deref(), Some(token.as_str()));
+    assert!(d.expected.starts_with("output ") && d.found.starts_with("output "));
+    assert_ne!(d.expected, d.found);
+    assert_eq!(
+        r.pipeline.as_deref(),
+        Some(changed_pipeline.display().to_string().as_str())
+    );
+}
+
+#[test]
+fn a_changed_threshold_is_route_diverged_at_the_gate_for_the_row_it_moves() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ledger, run, pipeline) = recorded("threshold-gate", dir.path());
+    // Row 0 (amount 250.5) now goes high; no other row moves.
+    let changed_pipeline = changed(&pipeline, "row['amount'] > 1000", "row['amount'] > 200");
+    let r = reexecute(&ledger, &run, &opts_with(&changed_pipeline)).unwrap();
+    let d = r.divergence().unwrap();
+    let route_seq = events(&ledger, &run)
+        .into_iter()
+        .find_map(|(seq, e)| match e {
+            Event::RouteDecided { token, .. } if token.as_str() == "t0" => Some(seq),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(d.code, DivergenceCode::RouteDiverged, "{d}");
+    assert_eq!(d.seq, Some(route_seq));
+    assert_eq!(d.node.as_deref(), Some("amount_threshold"));
+    assert_eq!(d.token.as_deref(), Some("t0"));
+    assert_eq!(d.expected, "route \"false\" to output");
+    assert_eq!(d.found, "route \"true\" to high_values");
+}
+
+#[test]
+fn a_narrower_source_schema_is_validation_diverged_at_the_rows_ingestion() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ledger, run, pipeline) = recorded("threshold-gate", dir.path());
+    // Row 0's amount, 250.5, is no int.
+    let changed_pipeline = changed(&pipeline, "'amount: float'", "'amount: int'");
+    let r = reexecute(&ledger, &run, &opts_with(&changed_pipeline)).unwrap();
+    let d = r.divergence().unwrap();
+    let ingested = events(&ledger, &run)
+        .into_iter()
+        .find_map(|(seq, e)| matches!(e, Event::RowIngested { row: 0, .. }).then_some(seq))
+        .unwrap();
+    assert_eq!(d.code, DivergenceCode::ValidationDiverged, "{d}");
+    assert_eq!(d.seq, Some(ingested));
+    assert_eq!(d.token.as_deref(), Some("t0"));
+    assert_eq!(d.expected, "nothing");
+    assert!(d.found.contains("amount"), "{}", d.found);
+}
+
+#[test]
+fn a_sink_that_now_refuses_its_rows_is_outcome_diverged() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ledger, run, pipeline) = recorded("threshold-gate", dir.path());
+    // high.csv now has fixed columns without `customer`: its rows are refused (and
+    // discarded by on_write_failure); nothing before the outcome changes.
+    let changed_pipeline = changed(
+        &pipeline,
+        "high.csv, schema: {mode: observed}",
+        "high.csv, schema: {mode: fixed, fields: ['id: int']}",
+    );
+    let r = reexecute(&ledger, &run, &opts_with(&changed_pipeline)).unwrap();
+    let d = r.divergence().unwrap();
+    let (seq, token) = events(&ledger, &run)
+        .into_iter()
+        .find_map(|(seq, e)| match e {
+            Event::TokenOutcome {
+                token,
+                outcome: Outcome::Routed { write },
+            } if write.sink.as_str() == "high_values" => Some((seq, token.to_string())),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(d.code, DivergenceCode::OutcomeDiverged, "{d}");
+    assert_eq!(d.seq, Some(seq));
+    assert_eq!(d.token.as_deref(), Some(token.as_str()));
+    assert_eq!(d.node.as_deref(), Some("high_values"));
+    assert!(d.found.starts_with("discarded: "), "{}", d.found);
+}
+
+#[test]
+fn a_sink_that_writes_other_bytes_is_artifact_diverged() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ledger, run, pipeline) = recorded("threshold-gate", dir.path());
+    let changed_pipeline = changed(
+        &pipeline,
+        "output: {plugin: csv, on_write_failure: discard, options: {",
+        "output: {plugin: csv, on_write_failure: discard, options: {delimiter: ';', ",
+    );
+    let r = reexecute(&ledger, &run, &opts_with(&changed_pipeline)).unwrap();
+    let d = r.divergence().unwrap();
+    let seq = events(&ledger, &run)
+        .into_iter()
+        .find_map(|(seq, e)| match e {
+            Event::ArtifactWritten { sink, .. } if sink.as_str() == "output" => Some(seq),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(d.code, DivergenceCode::ArtifactDiverged, "{d}");
+    assert_eq!(d.seq, Some(seq));
+    assert_eq!(d.node.as_deref(), Some("output"));
+    assert_eq!(r.comparison.as_ref().unwrap().divergences, 1);
+}
+
+#[test]
+fn a_plan_whose_gate_route_now_discards_is_route_diverged_then_outcome_diverged() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ledger, run, pipeline) = recorded("threshold-gate", dir.path());
+    // Through the plan builder: the gate's `true` route now discards.
+    let builder = |config: &attest_engine::config::PipelineConfig| -> Result<Plan, String> {
+        let mut plan = build::plan(config)?;
+        for node in &mut plan.nodes {
+            if let NodeExec::Gate { routes, .. } = &mut node.exec {
+                for (label, target) in routes.iter_mut() {
+                    if label == "true" {
+                        *target = Target::Discard {
+                            reason: "changed".into(),
+                        };
+                    }
+                }
+            }
+        }
+        Ok(plan)
+    };
+    let mut opts = ReexecOptions::new(&no_env);
+    opts.plan = Some(&builder);
+    let r = reexecute(&ledger, &run, &opts).unwrap();
+    let record = events(&ledger, &run);
+    let first_high = record
+        .iter()
+        .find_map(|(seq, e)| match e {
+            Event::RouteDecided { token, label, .. } if label == "true" => {
+                Some((*seq, token.to_string()))
+            }
+            _ => None,
+        })
+        .unwrap();
+    let d = r.divergence().unwrap();
+    assert_eq!(d.code, DivergenceCode::RouteDiverged, "{d}");
+    assert_eq!(d.seq, Some(first_high.0));
+    assert_eq!(d.token.as_deref(), Some(first_high.1.as_str()));
+    assert_eq!(d.found, "route \"true\" to nothing");
+    // Each moved row also ends otherwise, and high.csv is never written.
+    let c = r.comparison.as_ref().unwrap();
+    let high_rows = record
+        .iter()
+        .filter(|(_, e)| matches!(e, Event::RouteDecided { label, .. } if label == "true"))
+        .count() as u64;
+    assert_eq!(c.divergences, 2 * high_rows + 1, "{c:?}");
+}
+
+#[test]
+fn a_pipeline_with_another_topology_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ledger, run, pipeline) = recorded("threshold-gate", dir.path());
+    let changed_pipeline = changed(&pipeline, "- name: rename", "- name: renamer");
+    let err = reexecute(&ledger, &run, &opts_with(&changed_pipeline)).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, ReplayError::Topology(_)), "{msg}");
+    assert!(msg.contains("the run has transform `rename`"), "{msg}");
+    assert!(
+        msg.contains("the pipeline has transform `renamer`"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn purged_rows_are_named_and_nothing_is_re_executed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ledger, run, pipeline) = recorded("threshold-gate", dir.path());
+    let plan = ledger.retention_plan(u64::MAX).unwrap();
+    ledger
+        .purge_recorded(plan.runs.clone(), &plan.hashes, "test", 2)
+        .unwrap();
+    let r = reexecute(&ledger, &run, &ReexecOptions::new(&no_env)).unwrap();
+    assert_eq!(r.comparison, None);
+    let n = r.not_reexecuted.unwrap();
+    assert_eq!(n.rows, (0..6).collect::<Vec<u64>>());
+    assert_eq!(n.rows_total, 6);
+    assert!(n.reason.starts_with("source row 0: "), "{}", n.reason);
+    assert!(n.reason.contains("purged"), "{}", n.reason);
+    let states: Vec<String> = events(&ledger, &run)
+        .into_iter()
+        .filter_map(|(_, e)| match e {
+            Event::StateOpened { state, .. } => Some(state.to_string()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(states.len(), 12);
+    assert_eq!(n.states, states);
+    assert_eq!(n.states_total, 12);
+    // Verification still stands: the payloads are purged by a recorded purge.
+    let report = ledger.verify(&run, &Default::default()).unwrap();
+    assert!(report.ok(), "{:?}", report.failure);
+    assert!(report.payloads_purged > 0);
+}
+
+fn node(n: &str) -> NodeId {
+    NodeId::new(n).unwrap()
+}
+
+/// A run that made an external call is not re-executed (a replay must never send a
+/// request), unless a call backend answering from the record is given.
+#[test]
+fn a_run_that_made_calls_is_refused_without_a_recorded_call_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(dir.path().join("ledger")).unwrap();
+    let config = std::fs::read(root().join("examples/threshold-gate/pipeline.yaml")).unwrap();
+    let run = ledger
+        .start_run(RunStart {
+            config,
+            engine_version: "test".into(),
+            started_at_ms: 1,
+        })
+        .unwrap();
+    let mut c = Commit::new();
+    for (n, kind) in [
+        ("source", NodeKind::Source),
+        ("rename", NodeKind::Transform),
+        ("output", NodeKind::Sink),
+    ] {
+        c.push(Event::NodeRegistered {
+            node: node(n),
+            kind,
+            plugin: "p".into(),
+            config_hash: Hash32::ZERO,
+        });
+    }
+    let row = c.payload(b"{}".to_vec());
+    c.push(Event::RowIngested {
+        row: 0,
+        source: node("source"),
+        payload: row,
+    });
+    run.submit(c, Durability::Buffered).unwrap();
+    let state = run
+        .open_state(Subject::Token(TokenId::for_row(0)), node("rename"), row)
+        .unwrap();
+    let call = state
+        .allocate_call("http", b"GET /".to_vec(), None)
+        .unwrap();
+    state
+        .complete_call(
+            &call,
+            CallOutcome::Responded { status: Some(200) },
+            Some(b"ok".to_vec()),
+            1,
+        )
+        .unwrap();
+    state
+        .close(StateResult::Completed { output: row }, 1)
+        .unwrap();
+    run.append(vec![
+        Event::TokenOutcome {
+            token: TokenId::for_row(0),
+            outcome: Outcome::Completed {
+                write: SinkWrite {
+                    sink: node("output"),
+                    ordinal: 0,
+                },
+            },
+        },
+        Event::RunFinished {
+            status: FinalStatus::Completed,
+        },
+    ])
+    .unwrap();
+    let err = reexecute(&ledger, run.id(), &ReexecOptions::new(&no_env)).unwrap_err();
+    assert!(matches!(err, ReplayError::Calls(_)), "{err}");
+    assert!(err.to_string().contains("made 1 external call(s)"), "{err}");
+}
