@@ -7,6 +7,7 @@
 use attest_engine::build;
 use attest_engine::plan::{NodeExec, Plan, Target};
 use attest_engine::replay::{reexecute, DivergenceCode, ReexecOptions, ReplayError};
+use attest_engine::run::io::{RowSource, SourceError, SourceRecord};
 use attest_engine::run::{execute, RunOptions, RunStatus};
 use attest_ledger::{
     CallOutcome, Commit, Durability, Event, FinalStatus, Hash32, Ledger, NodeId, NodeKind, Outcome,
@@ -42,12 +43,24 @@ fn prepare(name: &str, dir: &Path) -> PathBuf {
 
 /// Runs a pipeline file (its text is the recorded configuration); returns the run.
 fn run_pipeline(pipeline: &Path, ledger: &Ledger) -> RunId {
+    let (run, status) = run_with(pipeline, ledger, |s| s, RunOptions::default());
+    assert_eq!(status, RunStatus::Completed);
+    run
+}
+
+/// Runs a pipeline file with its source wrapped by `wrap` and these options.
+fn run_with(
+    pipeline: &Path,
+    ledger: &Ledger,
+    wrap: impl FnOnce(Box<dyn RowSource>) -> Box<dyn RowSource>,
+    opts: RunOptions,
+) -> (RunId, RunStatus) {
     let loaded = build::load(pipeline, &no_env).unwrap();
     let plan = build::plan(&loaded.config).unwrap();
     let (source, sinks) = attest_engine::open::open(&loaded.config).unwrap();
     let summary = execute(
         &plan,
-        source,
+        wrap(source),
         sinks,
         ledger,
         RunStart {
@@ -55,14 +68,24 @@ fn run_pipeline(pipeline: &Path, ledger: &Ledger) -> RunId {
             engine_version: "test".into(),
             started_at_ms: 1,
         },
-        RunOptions {
-            workers: 2,
-            ..RunOptions::default()
-        },
+        RunOptions { workers: 2, ..opts },
     )
     .unwrap();
-    assert_eq!(summary.status, RunStatus::Completed, "{:?}", summary.error);
-    summary.run_id
+    (summary.run_id, summary.status)
+}
+
+/// A source that fails after its last record, as one with a bad byte at its end does.
+struct FailsAtEnd(Box<dyn RowSource>, bool);
+impl RowSource for FailsAtEnd {
+    fn next_record(&mut self) -> Option<Result<SourceRecord, SourceError>> {
+        match self.0.next_record() {
+            None if !self.1 => {
+                self.1 = true;
+                Some(Err(SourceError("line 9: not valid UTF-8".into())))
+            }
+            other => other,
+        }
+    }
 }
 
 /// A ledger in `dir` with one run of example `name`; returns the pipeline file too.
@@ -421,4 +444,58 @@ fn a_run_that_made_calls_is_refused_without_a_recorded_call_backend() {
     let err = reexecute(&ledger, run.id(), &ReexecOptions::new(&no_env)).unwrap_err();
     assert!(matches!(err, ReplayError::Calls(_)), "{err}");
     assert!(err.to_string().contains("made 1 external call(s)"), "{err}");
+}
+
+/// batch-stats has 7 rows in batches of 3: a run that stops after its rows leaves the last
+/// batch (one row) open, and re-execution must leave it so too.
+fn open_batch_left(r: &attest_engine::replay::Reexecution, ledger: &Ledger, run: &RunId) {
+    let c = r.comparison.as_ref().unwrap();
+    assert_eq!(c.first, None, "{c:?}");
+    assert_eq!(c.compared, r.record_events);
+    let completed = events(ledger, run)
+        .iter()
+        .filter(|(_, e)| matches!(e, Event::BatchCompleted { .. }))
+        .count();
+    assert_eq!(completed, 2, "the third batch stayed open in the record");
+}
+
+#[test]
+fn an_interrupted_run_is_re_executed_up_to_where_it_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = prepare("batch-stats", dir.path());
+    let ledger = Ledger::open(dir.path().join("ledger")).unwrap();
+    // Interrupted once all 7 rows are through, as Ctrl-C would at that moment.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    let opts = RunOptions {
+        interrupt: stop,
+        progress: Some(Box::new(move |n| {
+            if n >= 7 {
+                flag.store(true, std::sync::atomic::Ordering::SeqCst)
+            }
+        })),
+        ..RunOptions::default()
+    };
+    let (run, status) = run_with(&pipeline, &ledger, |s| s, opts);
+    assert_eq!(status, RunStatus::Interrupted);
+    let r = reexecute(&ledger, &run, &ReexecOptions::new(&no_env)).unwrap();
+    assert_eq!(r.partial.as_deref(), Some("the run did not finish"));
+    open_batch_left(&r, &ledger, &run);
+}
+
+#[test]
+fn a_run_whose_source_failed_is_re_executed_up_to_where_it_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = prepare("batch-stats", dir.path());
+    let ledger = Ledger::open(dir.path().join("ledger")).unwrap();
+    let (run, status) = run_with(
+        &pipeline,
+        &ledger,
+        |s| Box::new(FailsAtEnd(s, false)),
+        RunOptions::default(),
+    );
+    assert_eq!(status, RunStatus::Failed);
+    let r = reexecute(&ledger, &run, &ReexecOptions::new(&no_env)).unwrap();
+    assert_eq!(r.partial.as_deref(), Some("the run failed"));
+    open_batch_left(&r, &ledger, &run);
 }

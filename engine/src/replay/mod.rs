@@ -36,6 +36,7 @@ use serde::Serialize;
 use source::{RecordedSource, Unavailable};
 use std::collections::BTreeSet;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -228,6 +229,19 @@ pub fn reexecute(
                     .map(|n| n.get())
                     .unwrap_or(2)
             });
+        // A run that did not finish stopped after its last recorded row, leaving batches
+        // and coalesce groups as they were: re-execution stops the same way, once every
+        // recorded row is through, instead of flushing them at the end of the source.
+        let stop = Arc::new(AtomicBool::new(false));
+        let progress = finished.is_none().then(|| {
+            let stop = stop.clone();
+            let rows = recorded.rows.len() as u64;
+            Box::new(move |released: u64| {
+                if released >= rows {
+                    stop.store(true, Ordering::SeqCst);
+                }
+            }) as Box<dyn Fn(u64) + Send>
+        });
         execute(
             &plan,
             Box::new(source),
@@ -240,7 +254,8 @@ pub fn reexecute(
             },
             RunOptions {
                 workers,
-                ..RunOptions::default()
+                interrupt: stop,
+                progress,
             },
         )
         .map_err(|e| ReplayError::Start(e.to_string()))?
