@@ -85,15 +85,22 @@ pub fn runs(dir: Option<PathBuf>, json: bool) -> Result<Code, Failure> {
     Ok(Code::Ok)
 }
 
-/// `attest replay`: verification, optionally against a head kept outside the ledger.
+/// `attest replay`: verification, optionally against a head kept outside the ledger, then
+/// re-execution unless `reexec.skip`.
 pub fn replay(
     dir: Option<PathBuf>,
     run: &str,
     expect_head: Option<&str>,
     verify_key: Option<&Path>,
     expect_purge_head: Option<&str>,
+    reexec: &crate::replay_cmd::Reexec<'_>,
     json: bool,
 ) -> Result<Code, Failure> {
+    if reexec.skip && reexec.pipeline.is_some() {
+        return Err(Failure::bad_input(
+            "--pipeline re-executes a pipeline against the record; --verify-only does not re-execute",
+        ));
+    }
     let expectation = expect_head.map(heads::parse_expectation).transpose()?;
     let purge_head = expect_purge_head.map(heads::parse_count_hash).transpose()?;
     let key = verify_key.map(head::read_verifying_key).transpose()?;
@@ -158,12 +165,7 @@ pub fn replay(
     if let (Some(expected), true) = (purge_head, report.ok()) {
         report.failure = heads::check_purge_head(&ledger, expected)?;
     }
-    print_report(&report, started.elapsed(), json);
-    Ok(if report.ok() {
-        Code::Ok
-    } else {
-        Code::Integrity
-    })
+    crate::replay_cmd::finish(&ledger, &report, reexec, started, json)
 }
 
 fn verify(
@@ -237,36 +239,6 @@ fn file_head(
         ));
     }
     verify(ledger, &id, Some(head))
-}
-
-fn print_report(report: &VerifyReport, elapsed: std::time::Duration, json: bool) {
-    let run = &report.run;
-    if json {
-        let mut v = serde_json::to_value(report).unwrap_or_default();
-        if let Some(obj) = v.as_object_mut() {
-            // Hashes are hex for people and tools (the derived form is a byte array).
-            if let Some(h) = report.head {
-                obj.insert(
-                    "head".into(),
-                    serde_json::json!({"count": h.count, "hash": h.hash.to_hex(), "head": format!("{}:{}", h.count, h.hash)}),
-                );
-            }
-            obj.insert("ok".into(), report.ok().into());
-            obj.insert("elapsed_ms".into(), (elapsed.as_millis() as u64).into());
-        }
-        println!("{v}");
-    } else if let Some(f) = &report.failure {
-        println!("run {run}: NOT CONSISTENT");
-        println!("{f}");
-    } else {
-        println!(
-            "run {run}: consistent — {} events, {} projections, {} payloads checked ({} purged) in {:.2?}",
-            report.events, report.projections_checked, report.payloads_checked, report.payloads_purged, elapsed
-        );
-        if let Some(h) = report.head {
-            println!("head {}:{}", h.count, h.hash);
-        }
-    }
 }
 
 pub fn lineage(
