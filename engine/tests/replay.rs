@@ -281,7 +281,7 @@ fn a_sink_that_writes_other_bytes_is_artifact_diverged() {
 #[test]
 fn a_plan_whose_gate_route_now_discards_is_route_diverged_then_outcome_diverged() {
     let dir = tempfile::tempdir().unwrap();
-    let (ledger, run, pipeline) = recorded("threshold-gate", dir.path());
+    let (ledger, run, _) = recorded("threshold-gate", dir.path());
     // Through the plan builder: the gate's `true` route now discards.
     let builder = |config: &attest_engine::config::PipelineConfig| -> Result<Plan, String> {
         let mut plan = build::plan(config)?;
@@ -343,7 +343,7 @@ fn a_pipeline_with_another_topology_is_refused() {
 #[test]
 fn purged_rows_are_named_and_nothing_is_re_executed() {
     let dir = tempfile::tempdir().unwrap();
-    let (ledger, run, pipeline) = recorded("threshold-gate", dir.path());
+    let (ledger, run, _) = recorded("threshold-gate", dir.path());
     let plan = ledger.retention_plan(u64::MAX).unwrap();
     ledger
         .purge_recorded(plan.runs.clone(), &plan.hashes, "test", 2)

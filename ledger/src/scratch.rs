@@ -124,7 +124,10 @@ mod tests {
         NodeId::new(n).unwrap()
     }
 
-    fn observed() -> (Observer, Arc<Mutex<Vec<(u64, Event)>>>) {
+    /// Every event observed, with its seq.
+    type Seen = Arc<Mutex<Vec<(u64, Event)>>>;
+
+    fn observed() -> (Observer, Seen) {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let s = seen.clone();
         let obs: Observer = Box::new(move |_, seq, e| s.lock().unwrap().push((seq, e.clone())));
