@@ -111,10 +111,18 @@ pub fn replay(
     }
     let ledger = open_existing(dir)?;
     let started = std::time::Instant::now();
+    // Verification's walk hands the run's events to re-execution, which so needs no log
+    // pass of its own.
+    let mut recorder = (!reexec.skip).then(attest_engine::replay::Recorder::new);
+    let observe = &mut |seq: u64, event: &attest_ledger::Event| {
+        if let Some(r) = recorder.as_mut() {
+            r.observe(seq, event)
+        }
+    };
     let mut report = match expectation {
         None => {
             let run = resolve_run(&ledger, run)?;
-            verify(&ledger, &run, None)?
+            verify(&ledger, &run, None, observe)?
         }
         Some(Expectation::Head(h)) => {
             // A head kept outside says the run was recorded: if the ledger no longer has
@@ -123,17 +131,17 @@ pub fn replay(
                 "latest" => resolve_run(&ledger, run)?,
                 id => RunId::new(id).map_err(|e| Failure::bad_input(e.to_string()))?,
             };
-            verify(&ledger, &run, Some(h))?
+            verify(&ledger, &run, Some(h), observe)?
         }
         Some(Expectation::Hash(hash)) => {
             let run = resolve_run(&ledger, run)?;
             match heads::place_hash(&ledger, &run, &hash) {
-                Some(h) => verify(&ledger, &run, Some(h))?,
+                Some(h) => verify(&ledger, &run, Some(h), observe)?,
                 None => {
                     // A log that does not walk is reported as such (the walk comes
                     // before the head check); otherwise the chain was rewritten or
                     // truncated before the head.
-                    let mut report = verify(&ledger, &run, None)?;
+                    let mut report = verify(&ledger, &run, None, observe)?;
                     let walk_failed = report.failure.as_ref().is_some_and(|f| {
                         matches!(
                             f.code,
@@ -160,25 +168,27 @@ pub fn replay(
                 }
             }
         }
-        Some(Expectation::File(file)) => file_head(&ledger, run, &file, key.as_ref())?,
+        Some(Expectation::File(file)) => file_head(&ledger, run, &file, key.as_ref(), observe)?,
     };
     if let (Some(expected), true) = (purge_head, report.ok()) {
         report.failure = heads::check_purge_head(&ledger, expected)?;
     }
-    crate::replay_cmd::finish(&ledger, &report, reexec, started, json)
+    crate::replay_cmd::finish(&ledger, &report, recorder, reexec, started, json)
 }
 
 fn verify(
     ledger: &Ledger,
     run: &RunId,
     expected_head: Option<Head>,
+    observe: &mut dyn FnMut(u64, &attest_ledger::Event),
 ) -> Result<VerifyReport, Failure> {
-    Ok(ledger.verify(
+    Ok(ledger.verify_observing(
         run,
         &VerifyOptions {
             expected_head,
             skip_payloads: false,
         },
+        observe,
     )?)
 }
 
@@ -189,6 +199,7 @@ fn file_head(
     run: &str,
     file: &SignedHead,
     key: Option<&attest_ledger::head::VerifyingKey>,
+    observe: &mut dyn FnMut(u64, &attest_ledger::Event),
 ) -> Result<VerifyReport, Failure> {
     match key {
         Some(key) => {
@@ -238,7 +249,7 @@ fn file_head(
             "the ledger has no run named by the head kept outside it: deleted or replaced",
         ));
     }
-    verify(ledger, &id, Some(head))
+    verify(ledger, &id, Some(head), observe)
 }
 
 pub fn lineage(

@@ -2,7 +2,7 @@
 //! report of both, as text or one JSON object (`docs/replay.md`).
 
 use crate::exit::{Code, Failure};
-use attest_engine::replay::{self, Divergence, ReexecOptions, Reexecution, ReplayError};
+use attest_engine::replay::{self, Divergence, Recorder, ReexecOptions, Reexecution, ReplayError};
 use attest_ledger::verify::VerifyReport;
 use attest_ledger::{Ledger, RunId};
 use serde_json::{json, Value};
@@ -22,26 +22,31 @@ pub struct Reexec<'a> {
 pub fn finish(
     ledger: &Ledger,
     report: &VerifyReport,
+    recorder: Option<Recorder>,
     reexec: &Reexec<'_>,
     started: Instant,
     json: bool,
 ) -> Result<Code, Failure> {
     let verified_in = started.elapsed();
-    let reexecution = if reexec.skip || !report.ok() {
-        None
-    } else {
-        let run = RunId::new(report.run.as_str()).map_err(|e| Failure::bad_input(e.to_string()))?;
-        let env = |k: &str| std::env::var(k).ok();
-        let mut opts = ReexecOptions::new(&env);
-        opts.pipeline = reexec.pipeline;
-        Some(replay::reexecute(ledger, &run, &opts).map_err(|e| match e {
-            ReplayError::Ledger(e) => Failure::from(e),
-            ReplayError::Start(m) => Failure::run_failed(format!("re-execution: {m}")),
-            other => Failure::bad_input(format!(
-                "run {run} verified ({} events), but it cannot be re-executed: {other}",
-                report.events
-            )),
-        })?)
+    let reexecution = match recorder {
+        Some(recorder) if report.ok() => {
+            let run =
+                RunId::new(report.run.as_str()).map_err(|e| Failure::bad_input(e.to_string()))?;
+            let env = |k: &str| std::env::var(k).ok();
+            let mut opts = ReexecOptions::new(&env);
+            opts.pipeline = reexec.pipeline;
+            let reexecuted =
+                replay::reexecute_recorded(ledger, &run, recorder, &opts, Instant::now());
+            Some(reexecuted.map_err(|e| match e {
+                ReplayError::Ledger(e) => Failure::from(e),
+                ReplayError::Start(m) => Failure::run_failed(format!("re-execution: {m}")),
+                other => Failure::bad_input(format!(
+                    "run {run} verified ({} events), but it cannot be re-executed: {other}",
+                    report.events
+                )),
+            })?)
+        }
+        _ => None,
     };
     let ok = report.ok()
         && reexecution

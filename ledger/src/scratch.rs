@@ -2,12 +2,19 @@
 //!
 //! Re-execution (`attest replay`) runs a recorded pipeline again through the same executor
 //! as `attest run`, and that executor writes to a [`Ledger`]. A scratch ledger takes its
-//! commits exactly as the real writer does — items resolved (attempt numbers and call
-//! indices allocated by the ledger), encoded into records, hashed and applied through
-//! [`crate::rules::apply`] in a transaction, so a commit that breaks a rule is refused the
-//! same way — but keeps the projections in memory, stores no record and no payload, and
-//! hands every event it accepts to an observer instead. Nothing touches disk, which is what
-//! lets re-executing a run cost a fraction of running it (sled's inserts are most of a run).
+//! commits as the real writer does — items resolved (attempt numbers and call indices
+//! allocated by the ledger), encoded into records, hashed and applied through
+//! [`crate::rules::apply`] — but keeps the projections in memory, stores no record and no
+//! payload, and hands every event it accepts to an observer instead. Nothing touches disk,
+//! which is what lets re-executing a run cost a fraction of running it (sled's inserts are
+//! most of a run).
+//!
+//! One difference: commits apply in place, not in a transaction (copying every record a
+//! commit changes into a transaction and back cost more than the rules themselves). So a
+//! commit that breaks a rule is refused as by the real ledger, but the events before the
+//! one that broke it stay applied; the scratch ledger then refuses **every** later commit
+//! with the same error, so that nothing is ever built on them. The observer never sees an
+//! event of a refused commit. (Re-execution stops at the first refused commit anyway.)
 //!
 //! Reads see an empty ledger: [`Ledger::payload`] finds nothing and [`Ledger::run_record`]
 //! knows no run. The executor never reads back what it wrote, so it does not notice.
@@ -16,8 +23,7 @@ use crate::error::{LedgerError, Result};
 use crate::event::Event;
 use crate::ids::RunId;
 use crate::ledger::Ledger;
-use crate::projection::{PKey, PVal};
-use crate::rules::{MemProj, TxProj};
+use crate::rules::MemProj;
 use crate::writer::{apply_items, Cmd, Item, Receipt};
 use crossbeam_channel::{Receiver, Sender};
 use hashbrown::HashMap;
@@ -41,7 +47,7 @@ fn spawn(observer: Observer) -> Result<(Sender<Cmd>, JoinHandle<()>)> {
     let (tx, rx) = crossbeam_channel::unbounded();
     let writer = Scratch {
         runs: HashMap::new(),
-        spare: HashMap::new(),
+        refused: None,
         segment: Vec::new(),
         events: Vec::new(),
         observer,
@@ -58,8 +64,8 @@ fn spawn(observer: Observer) -> Result<(Sender<Cmd>, JoinHandle<()>)> {
 
 struct Scratch {
     runs: HashMap<RunId, MemProj>,
-    /// The change map of the last transaction, reused by the next.
-    spare: HashMap<PKey, PVal>,
+    /// Why a commit was refused: every later commit is refused for it too.
+    refused: Option<String>,
     /// Records are encoded (their hash is the run's head) and then dropped.
     segment: Vec<u8>,
     events: Vec<Event>,
@@ -86,27 +92,26 @@ impl Scratch {
     }
 
     fn commit(&mut self, run: &RunId, items: Vec<Item>) -> Result<Receipt> {
+        if let Some(why) = &self.refused {
+            return Err(LedgerError::WriterGone(format!(
+                "the scratch ledger refused an earlier commit: {why}"
+            )));
+        }
         let proj = self.runs.entry(run.clone()).or_default();
-        let records = items.len() / 2 + 4;
-        let mut tx = TxProj::reusing(proj, std::mem::take(&mut self.spare), records);
         self.segment.clear();
         self.events.clear();
-        let applied = apply_items(
-            &mut tx,
-            run,
-            items,
-            &mut self.segment,
-            Some(&mut self.events),
-        );
+        let applied = apply_items(proj, run, items, &mut self.segment, Some(&mut self.events));
         match applied {
             Ok((receipt, _)) => {
-                self.spare = tx.commit();
                 for (i, event) in self.events.iter().enumerate() {
                     (self.observer)(run, receipt.first_seq + i as u64, event);
                 }
                 Ok(receipt)
             }
-            Err(e) => Err(e),
+            Err(e) => {
+                self.refused = Some(e.to_string());
+                Err(e)
+            }
         }
     }
 }
@@ -203,10 +208,11 @@ mod tests {
         ));
     }
 
-    /// A commit that breaks a rule is refused with the rule's error, and the observer sees
-    /// none of its events, not even those before the one that broke it.
+    /// A commit that breaks a rule is refused with the rule's error, the observer sees
+    /// none of its events (not even those before the one that broke it), and every later
+    /// commit is refused too.
     #[test]
-    fn a_rule_violation_is_refused_and_not_observed() {
+    fn a_rule_violation_is_refused_not_observed_and_ends_the_scratch_ledger() {
         let (obs, seen) = observed();
         let ledger = Ledger::scratch(obs).unwrap();
         let run = start(&ledger);
@@ -230,13 +236,17 @@ mod tests {
         let err = run.submit(c, Durability::Buffered).unwrap_err();
         assert!(matches!(err, LedgerError::Rule(_)), "{err}");
         assert_eq!(seen.lock().unwrap().len(), before);
-        // The run goes on from where it was: row 0 is still next.
-        run.append(vec![Event::RowIngested {
-            row: 0,
-            source: node("src"),
-            payload: Hash32::ZERO,
-        }])
-        .unwrap();
-        assert_eq!(seen.lock().unwrap().len(), before + 1);
+        // Nothing more is accepted, not even a commit that keeps every rule.
+        let err = run
+            .append(vec![Event::Checkpoint {
+                rows_ingested: 0,
+                note: String::new(),
+            }])
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("refused an earlier commit"),
+            "{err}"
+        );
+        assert_eq!(seen.lock().unwrap().len(), before);
     }
 }

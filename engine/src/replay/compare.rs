@@ -13,8 +13,9 @@ use attest_ledger::{
     BatchId, BatchOutputs, CallOutcome, Event, FinalStatus, ForkChild, Hash32, NodeId, Outcome,
     StateId, StateResult, TokenId,
 };
+use hashbrown::HashMap;
 use serde::Serialize;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fmt;
 
 /// Stable divergence codes: part of the command-line contract (`docs/replay.md`).

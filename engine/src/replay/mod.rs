@@ -25,13 +25,14 @@ mod sinks;
 mod source;
 
 pub use compare::{Comparison, Divergence, DivergenceCode};
+pub use record::Recorder;
 
 use crate::build;
 use crate::config::{AggregationOptions, PipelineConfig, TransformOptions};
 use crate::plan::{NodeExec, Plan};
 use crate::run::{execute, RunOptions, RunStatus};
 use attest_ledger::{FinalStatus, Ledger, LedgerError, NodeId, NodeKind, RunId, RunStart};
-use compare::{Comparator, Leniency};
+use compare::Leniency;
 use serde::Serialize;
 use source::{RecordedSource, Unavailable};
 use std::collections::BTreeSet;
@@ -145,8 +146,26 @@ pub fn reexecute(
     opts: &ReexecOptions<'_>,
 ) -> Result<Reexecution, ReplayError> {
     let started = Instant::now();
-    let mut comparator = Comparator::new(Leniency::default());
-    let recorded = record::read(ledger, run, &mut comparator)?;
+    let recorder = Recorder::read(ledger, run)?;
+    reexecute_recorded(ledger, run, recorder, opts, started)
+}
+
+/// As [`reexecute`], with the record already gathered (by verification's walk, see
+/// [`Recorder`]); `started` is when gathering it began.
+pub fn reexecute_recorded(
+    ledger: &Ledger,
+    run: &RunId,
+    recorder: Recorder,
+    opts: &ReexecOptions<'_>,
+    started: Instant,
+) -> Result<Reexecution, ReplayError> {
+    let Recorder {
+        recorded,
+        expected: comparator,
+    } = recorder;
+    if recorded.events == 0 {
+        return Err(ReplayError::Start(format!("run {run} has no record")));
+    }
     let record_events = comparator.expected_len() as u64;
 
     let calls_refused = |what: String| {
