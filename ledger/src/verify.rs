@@ -1083,6 +1083,11 @@ mod tests {
         assert!(report.ok(), "{:?}", report.failure);
         assert_eq!(seen.len(), 303);
         assert_eq!(seen, logged);
+        // Any one of them can be read back by its seq.
+        for (seq, e) in logged.iter().step_by(7) {
+            assert_eq!(ledger.event_at(run.id(), *seq).unwrap().as_ref(), Some(e));
+        }
+        assert_eq!(ledger.event_at(run.id(), 303).unwrap(), None);
     }
 
     #[test]

@@ -8,6 +8,11 @@
 //! order the workers produce them. What differs, what the re-execution never produced and
 //! what it produced beyond the record are divergences; the one reported is the first in
 //! the record's order.
+//!
+//! The record is held as digests (128 bits of blake3 over each key's and value's
+//! encoding), not copies: a run has hundreds of thousands of results, and copying each
+//! one's ids cost more memory and time than re-executing it. Only the first divergence is
+//! described in words, its recorded side read back from the log by its seq.
 
 use attest_ledger::{
     BatchId, BatchOutputs, CallOutcome, Event, FinalStatus, ForkChild, Hash32, NodeId, Outcome,
@@ -15,6 +20,7 @@ use attest_ledger::{
 };
 use hashbrown::HashMap;
 use serde::Serialize;
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fmt;
 
@@ -102,62 +108,64 @@ impl fmt::Display for Divergence {
     }
 }
 
-/// What an event is about.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub(crate) enum Key {
+/// What an event is about. Borrowed from the event: keys are only ever digested, or
+/// described for a report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub(crate) enum Key<'a> {
     Validation(u64),
-    Opened(StateId),
-    Closed(StateId),
-    Call(StateId, u32),
-    CallDone(StateId, u32),
-    Route(StateId, TokenId),
+    Opened(&'a StateId),
+    Closed(&'a StateId),
+    Call(&'a StateId, u32),
+    CallDone(&'a StateId, u32),
+    Route(&'a StateId, &'a TokenId),
     /// A token's end: its outcome, or the fork or expansion it ended in.
-    Terminal(TokenId),
+    Terminal(&'a TokenId),
     /// The coalesce that made a merged token.
-    Coalesced(TokenId),
-    BatchOpened(BatchId),
-    Member(BatchId, u32),
-    BatchDone(BatchId),
+    Coalesced(&'a TokenId),
+    BatchOpened(&'a BatchId),
+    Member(&'a BatchId, u32),
+    BatchDone(&'a BatchId),
     /// The n-th artifact (from 0) of a sink.
-    Artifact(NodeId, u64),
+    Artifact(&'a NodeId, u64),
     Finished,
 }
 
 /// What an event says, without timings.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Val {
-    Error(String),
-    Input(Hash32),
-    Result(StateResult),
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub(crate) enum Val<'a> {
+    Error(&'a str),
+    Input(&'a Hash32),
+    Result(&'a StateResult),
     Call {
-        kind: String,
-        request: Hash32,
-        served: Option<TokenId>,
+        kind: &'a str,
+        request: &'a Hash32,
+        served: Option<&'a TokenId>,
     },
     CallDone {
-        outcome: CallOutcome,
-        response: Option<Hash32>,
+        outcome: &'a CallOutcome,
+        response: Option<&'a Hash32>,
     },
     Route {
-        label: String,
-        to: Vec<NodeId>,
+        label: &'a str,
+        to: &'a [NodeId],
     },
-    Outcome(Outcome),
-    Forked(Vec<ForkChild>),
-    Expanded(Vec<TokenId>),
+    /// Owned when a sink's error had its scratch path put back to the recorded one.
+    Outcome(Cow<'a, Outcome>),
+    Forked(&'a [ForkChild]),
+    Expanded(&'a [TokenId]),
     Coalesced {
-        node: NodeId,
-        parents: Vec<TokenId>,
+        node: &'a NodeId,
+        parents: &'a [TokenId],
     },
-    Node(NodeId),
-    Member(TokenId),
+    Node(&'a NodeId),
+    Member(&'a TokenId),
     BatchDone {
-        trigger: String,
-        state: StateId,
-        outputs: BatchOutputs,
+        trigger: &'a str,
+        state: &'a StateId,
+        outputs: &'a BatchOutputs,
     },
     Artifact {
-        content_hash: Hash32,
+        content_hash: &'a Hash32,
         size: u64,
         rows: u64,
     },
@@ -173,15 +181,11 @@ pub(crate) struct Keyer {
 impl Keyer {
     /// The key and value of an event that states a result; `None` for the others (run
     /// start, topology, ingestion, checkpoints, interruptions).
-    pub(crate) fn key_val(&mut self, event: &Event) -> Option<(Key, Val)> {
+    pub(crate) fn key_val<'a>(&mut self, event: &'a Event) -> Option<(Key<'a>, Val<'a>)> {
         Some(match event {
-            Event::ValidationFailed { row, error } => {
-                (Key::Validation(*row), Val::Error(error.clone()))
-            }
-            Event::StateOpened { state, input } => (Key::Opened(state.clone()), Val::Input(*input)),
-            Event::StateClosed { state, result, .. } => {
-                (Key::Closed(state.clone()), Val::Result(result.clone()))
-            }
+            Event::ValidationFailed { row, error } => (Key::Validation(*row), Val::Error(error)),
+            Event::StateOpened { state, input } => (Key::Opened(state), Val::Input(input)),
+            Event::StateClosed { state, result, .. } => (Key::Closed(state), Val::Result(result)),
             Event::CallAllocated {
                 state,
                 index,
@@ -189,11 +193,11 @@ impl Keyer {
                 request,
                 served,
             } => (
-                Key::Call(state.clone(), *index),
+                Key::Call(state, *index),
                 Val::Call {
-                    kind: kind.clone(),
-                    request: *request,
-                    served: served.clone(),
+                    kind,
+                    request,
+                    served: served.as_ref(),
                 },
             ),
             Event::CallCompleted {
@@ -203,10 +207,10 @@ impl Keyer {
                 response,
                 ..
             } => (
-                Key::CallDone(state.clone(), *index),
+                Key::CallDone(state, *index),
                 Val::CallDone {
-                    outcome: outcome.clone(),
-                    response: *response,
+                    outcome,
+                    response: response.as_ref(),
                 },
             ),
             Event::RouteDecided {
@@ -214,56 +218,38 @@ impl Keyer {
                 token,
                 label,
                 to,
-            } => (
-                Key::Route(state.clone(), token.clone()),
-                Val::Route {
-                    label: label.clone(),
-                    to: to.clone(),
-                },
-            ),
+            } => (Key::Route(state, token), Val::Route { label, to }),
             Event::TokenOutcome { token, outcome } => {
-                (Key::Terminal(token.clone()), Val::Outcome(outcome.clone()))
+                (Key::Terminal(token), Val::Outcome(Cow::Borrowed(outcome)))
             }
             Event::TokenForked { parent, children } => {
-                (Key::Terminal(parent.clone()), Val::Forked(children.clone()))
+                (Key::Terminal(parent), Val::Forked(children))
             }
-            Event::TokenExpanded { parent, children } => (
-                Key::Terminal(parent.clone()),
-                Val::Expanded(children.clone()),
-            ),
+            Event::TokenExpanded { parent, children } => {
+                (Key::Terminal(parent), Val::Expanded(children))
+            }
             Event::TokensCoalesced {
                 node,
                 parents,
                 merged,
-            } => (
-                Key::Coalesced(merged.clone()),
-                Val::Coalesced {
-                    node: node.clone(),
-                    parents: parents.clone(),
-                },
-            ),
-            Event::BatchOpened { batch, node } => {
-                (Key::BatchOpened(batch.clone()), Val::Node(node.clone()))
-            }
+            } => (Key::Coalesced(merged), Val::Coalesced { node, parents }),
+            Event::BatchOpened { batch, node } => (Key::BatchOpened(batch), Val::Node(node)),
             Event::BatchMemberAdded {
                 batch,
                 token,
                 ordinal,
-            } => (
-                Key::Member(batch.clone(), *ordinal),
-                Val::Member(token.clone()),
-            ),
+            } => (Key::Member(batch, *ordinal), Val::Member(token)),
             Event::BatchCompleted {
                 batch,
                 trigger,
                 state,
                 outputs,
             } => (
-                Key::BatchDone(batch.clone()),
+                Key::BatchDone(batch),
                 Val::BatchDone {
-                    trigger: trigger.clone(),
-                    state: state.clone(),
-                    outputs: outputs.clone(),
+                    trigger,
+                    state,
+                    outputs,
                 },
             ),
             Event::ArtifactWritten {
@@ -274,12 +260,12 @@ impl Keyer {
                 ..
             } => {
                 let n = self.artifacts.entry(sink.clone()).or_default();
-                let key = Key::Artifact(sink.clone(), *n);
+                let key = Key::Artifact(sink, *n);
                 *n += 1;
                 (
                     key,
                     Val::Artifact {
-                        content_hash: *content_hash,
+                        content_hash,
                         size: *size,
                         rows: *rows,
                     },
@@ -313,14 +299,51 @@ pub(crate) struct Leniency {
     pub sink_paths: Vec<(String, String)>,
 }
 
+/// 128 bits of blake3 over a key's or value's encoding: the record's hundreds of
+/// thousands of results are held and matched as digests, not copies. Equal values have
+/// equal encodings; two different ones sharing a digest is as unlikely as a blake3
+/// collision.
+type Digest = u128;
+
+/// A recorded result: where it is, and the digest of what it says.
+#[derive(Clone, Copy)]
+struct Recorded {
+    seq: u64,
+    val: Digest,
+}
+
+/// A recorded artifact, compared field by field (there are few, and which fields count
+/// is only known once the configuration is).
+struct RecordedArtifact {
+    seq: u64,
+    content_hash: Hash32,
+    size: u64,
+    rows: u64,
+}
+
+/// The first divergence found in the record's order, before the record's side of it is
+/// described.
+struct Candidate {
+    seq: u64,
+    /// What re-execution had; `None` when it had nothing.
+    found: Option<String>,
+}
+
 /// The record's events by key, then matched against the re-execution's.
 pub(crate) struct Comparator {
-    expected: HashMap<Key, (u64, Val)>,
+    expected: HashMap<Digest, Recorded>,
+    artifacts: HashMap<(NodeId, u64), RecordedArtifact>,
     keyer: Keyer,
     leniency: Leniency,
-    /// The divergence earliest in the record (or, failing any, the first extra).
-    first: Option<Divergence>,
+    /// Encoding buffer for digests.
+    buf: Vec<u8>,
+    /// The divergence earliest in the record so far, among values that differ.
+    first: Option<Candidate>,
+    /// The first thing only re-execution has, reported when the record has no divergence.
     first_extra: Option<Divergence>,
+    /// A validation failure only re-execution has, when it is the first candidate: the
+    /// record has no event to describe it from.
+    validation_extra: Option<Divergence>,
     /// The seq of each row's `RowIngested`: where a validation failure only re-execution
     /// has belongs in the record's order.
     row_seq: Vec<u64>,
@@ -349,10 +372,13 @@ impl Comparator {
     pub(crate) fn new(leniency: Leniency) -> Comparator {
         Comparator {
             expected: HashMap::new(),
+            artifacts: HashMap::new(),
             keyer: Keyer::default(),
             leniency,
+            buf: Vec::with_capacity(256),
             first: None,
             first_extra: None,
+            validation_extra: None,
             row_seq: Vec::new(),
             divergences: 0,
             compared: 0,
@@ -367,19 +393,52 @@ impl Comparator {
         self
     }
 
+    fn digest<T: Serialize>(buf: &mut Vec<u8>, value: &T) -> Digest {
+        buf.clear();
+        // Encoding in memory only fails for values serde cannot represent, which these
+        // plain event fields never are; an empty encoding would still compare equal only
+        // to another value that failed the same way.
+        let _ = attest_ledger::codec::encode_into(value, buf);
+        let h = blake3::hash(buf);
+        let mut d = [0u8; 16];
+        d.copy_from_slice(&h.as_bytes()[..16]);
+        u128::from_le_bytes(d)
+    }
+
     /// Loads a record event (in seq order).
     pub(crate) fn expect(&mut self, seq: u64, event: &Event) {
         if let Event::RowIngested { .. } = event {
             self.row_seq.push(seq);
         }
-        if let Some((key, val)) = self.keyer.key_val(event) {
-            self.expected.insert(key, (seq, val));
+        let Some((key, val)) = self.keyer.key_val(event) else {
+            return;
+        };
+        if let (
+            Key::Artifact(sink, n),
+            Val::Artifact {
+                content_hash,
+                size,
+                rows,
+            },
+        ) = (key, &val)
+        {
+            let recorded = RecordedArtifact {
+                seq,
+                content_hash: **content_hash,
+                size: *size,
+                rows: *rows,
+            };
+            self.artifacts.insert((sink.clone(), n), recorded);
+            return;
         }
+        let k = Self::digest(&mut self.buf, &key);
+        let v = Self::digest(&mut self.buf, &val);
+        self.expected.insert(k, Recorded { seq, val: v });
     }
 
     /// Record events that will be compared.
     pub(crate) fn expected_len(&self) -> usize {
-        self.expected.len()
+        self.expected.len() + self.artifacts.len()
     }
 
     /// Resets the artifact count: the re-execution's events are keyed from scratch.
@@ -393,41 +452,73 @@ impl Comparator {
         if let Event::StateClosed { .. } = event {
             self.states += 1;
         }
-        let Some((key, mut found)) = self.keyer.key_val(event) else {
+        let mut keyer = std::mem::take(&mut self.keyer);
+        let keyed = keyer.key_val(event);
+        self.keyer = keyer;
+        let Some((key, mut found)) = keyed else {
             return;
         };
         if let Val::Outcome(o) = &mut found {
             self.record_paths(o);
         }
-        match self.expected.remove(&key) {
-            Some((seq, expected)) => {
+        let recorded = match (key, &found) {
+            (Key::Artifact(sink, n), Val::Artifact { .. }) => {
+                self.observe_artifact(sink, n, key, &found);
+                return;
+            }
+            _ => self.expected.remove(&Self::digest(&mut self.buf, &key)),
+        };
+        match recorded {
+            Some(r) => {
                 self.compared += 1;
-                if !self.same(&key, &expected, &found) {
-                    let d = differs(seq, &key, &expected, &found);
-                    self.diverged(d);
+                if r.val != Self::digest(&mut self.buf, &found) {
+                    self.differs(r.seq, &found);
                 }
             }
-            None if self.leniency.ignore_extras => {}
-            None => {
-                let mut d = extra(&key, &found);
-                if let Key::Validation(row) = key {
-                    d.seq = self.row_seq.get(row as usize).copied();
-                }
-                if d.seq.is_some() {
-                    self.diverged(d);
-                } else {
-                    self.divergences += 1;
-                    if self.first_extra.is_none() {
-                        self.first_extra = Some(d);
-                    }
-                }
-            }
+            None => self.extra(key, &found),
+        }
+    }
+
+    fn observe_artifact(&mut self, sink: &NodeId, n: u64, key: Key<'_>, found: &Val<'_>) {
+        let Val::Artifact {
+            content_hash,
+            size,
+            rows,
+        } = found
+        else {
+            return;
+        };
+        let Some(r) = self.artifacts.remove(&(sink.clone(), n)) else {
+            self.extra(key, found);
+            return;
+        };
+        self.compared += 1;
+        let same = if self.leniency.rows_only.contains(sink) {
+            r.rows == *rows
+        } else {
+            (r.content_hash, r.size, r.rows) == (**content_hash, *size, *rows)
+        };
+        if !same {
+            self.differs(r.seq, found);
         }
     }
 
     /// Names the configured sink files, not the scratch ones, in an outcome's error.
-    fn record_paths(&self, o: &mut Outcome) {
-        let text = match o {
+    fn record_paths(&self, o: &mut Cow<'_, Outcome>) {
+        let text = match o.as_ref() {
+            Outcome::Diverted { error, .. } | Outcome::Failed { error } => error,
+            Outcome::Discarded { reason } => reason,
+            _ => return,
+        };
+        if !self
+            .leniency
+            .sink_paths
+            .iter()
+            .any(|(scratch, _)| text.contains(scratch.as_str()))
+        {
+            return;
+        }
+        let text = match o.to_mut() {
             Outcome::Diverted { error, .. } | Outcome::Failed { error } => error,
             Outcome::Discarded { reason } => reason,
             _ => return,
@@ -439,46 +530,116 @@ impl Comparator {
         }
     }
 
-    fn same(&self, key: &Key, expected: &Val, found: &Val) -> bool {
-        match (key, expected, found) {
-            (
-                Key::Artifact(sink, _),
-                Val::Artifact { rows: a, .. },
-                Val::Artifact { rows: b, .. },
-            ) if self.leniency.rows_only.contains(sink) => a == b,
-            _ => expected == found,
-        }
-    }
-
-    fn diverged(&mut self, d: Divergence) {
+    /// A recorded result that re-execution stated otherwise.
+    fn differs(&mut self, seq: u64, found: &Val<'_>) {
         self.divergences += 1;
-        if self.first.as_ref().is_none_or(|f| d.seq < f.seq) {
-            self.first = Some(d);
+        if self.first.as_ref().is_none_or(|f| seq < f.seq) {
+            self.first = Some(Candidate {
+                seq,
+                found: Some(describe(found)),
+            });
         }
     }
 
-    /// Ends the comparison: what the record has and the re-execution never produced is a
-    /// divergence too.
-    pub(crate) fn finish(mut self) -> Comparison {
-        for (key, (seq, expected)) in std::mem::take(&mut self.expected) {
-            let d = missing(seq, &key, &expected);
-            self.diverged(d);
+    /// A result only re-execution has.
+    fn extra(&mut self, key: Key<'_>, found: &Val<'_>) {
+        if self.leniency.ignore_extras {
+            return;
         }
+        self.divergences += 1;
+        // A row the run accepted and re-execution refuses belongs at the row's ingestion.
+        if let Key::Validation(row) = key {
+            if let Some(&seq) = self.row_seq.get(row as usize) {
+                if self.first.as_ref().is_none_or(|f| seq < f.seq) {
+                    self.first_extra = None;
+                    self.first = Some(Candidate {
+                        seq,
+                        found: Some(describe(found)),
+                    });
+                    // Described in full now: the record has no event for it to read.
+                    self.validation_extra = Some(extra_divergence(key, found, Some(seq)));
+                }
+                return;
+            }
+        }
+        if self.first_extra.is_none() {
+            self.first_extra = Some(extra_divergence(key, found, None));
+        }
+    }
+
+    /// Ends the comparison. What the record has and the re-execution never produced is a
+    /// divergence too. `record` reads the record's event at a seq, to describe the side of
+    /// the first divergence that the comparison kept only as a digest.
+    pub(crate) fn finish(mut self, record: &mut dyn FnMut(u64) -> Option<Event>) -> Comparison {
+        let mut first_missing: Option<u64> = None;
+        for r in self.expected.values() {
+            self.divergences += 1;
+            first_missing = Some(first_missing.map_or(r.seq, |m| m.min(r.seq)));
+        }
+        for r in self.artifacts.values() {
+            self.divergences += 1;
+            first_missing = Some(first_missing.map_or(r.seq, |m| m.min(r.seq)));
+        }
+        let first = match (self.first.take(), first_missing) {
+            (Some(c), Some(m)) if m < c.seq => Some(Candidate {
+                seq: m,
+                found: None,
+            }),
+            (None, Some(m)) => Some(Candidate {
+                seq: m,
+                found: None,
+            }),
+            (c, _) => c,
+        };
+        let first = first.map(|c| self.resolve(c, record));
         Comparison {
-            first: self.first.or(self.first_extra),
+            first: first.or(self.first_extra),
             divergences: self.divergences,
             compared: self.compared,
             states: self.states,
             events: self.events,
         }
     }
+
+    /// The divergence at the candidate's seq, with the record's side described.
+    fn resolve(
+        &mut self,
+        c: Candidate,
+        record: &mut dyn FnMut(u64) -> Option<Event>,
+    ) -> Divergence {
+        if let Some(d) = self
+            .validation_extra
+            .take()
+            .filter(|d| d.seq == Some(c.seq))
+        {
+            return d;
+        }
+        let event = record(c.seq);
+        let keyed = event.as_ref().and_then(|e| Keyer::default().key_val(e));
+        let Some((key, expected)) = keyed else {
+            // The record changed under the comparison, which verification rules out.
+            return Divergence {
+                code: DivergenceCode::RunDiverged,
+                seq: Some(c.seq),
+                node: None,
+                token: None,
+                expected: "the recorded event".into(),
+                found: c.found.unwrap_or_else(|| "nothing".into()),
+                message: "the record's event at this seq could not be read back".into(),
+            };
+        };
+        match c.found {
+            Some(found) => differs_divergence(c.seq, key, &expected, found),
+            None => missing_divergence(c.seq, key, &expected),
+        }
+    }
 }
 
 /// The node and token a key is about.
-fn place(key: &Key, val: &Val) -> (Option<String>, Option<String>) {
+fn place(key: Key<'_>, val: &Val<'_>) -> (Option<String>, Option<String>) {
     let state = |s: &StateId| (Some(s.node.to_string()), Some(s.subject.to_string()));
     match key {
-        Key::Validation(row) => (None, Some(TokenId::for_row(*row).to_string())),
+        Key::Validation(row) => (None, Some(TokenId::for_row(row).to_string())),
         Key::Opened(s) | Key::Closed(s) | Key::Call(s, _) | Key::CallDone(s, _) => state(s),
         Key::Route(s, t) => (Some(s.node.to_string()), Some(t.to_string())),
         Key::Terminal(t) => {
@@ -515,7 +676,7 @@ fn batch_node(b: &BatchId) -> Option<String> {
         .map(|(node, _)| node.to_string())
 }
 
-fn code(key: &Key) -> DivergenceCode {
+fn code(key: Key<'_>) -> DivergenceCode {
     match key {
         Key::Validation(_) => DivergenceCode::ValidationDiverged,
         Key::Opened(_) => DivergenceCode::InputDiverged,
@@ -531,7 +692,7 @@ fn code(key: &Key) -> DivergenceCode {
 
 /// The code of something present on one side only: a missing or extra state is a state
 /// whose result differs, a missing or extra call a call missing.
-fn one_sided_code(key: &Key) -> DivergenceCode {
+fn one_sided_code(key: Key<'_>) -> DivergenceCode {
     match key {
         Key::Opened(_) => DivergenceCode::OutputDiverged,
         Key::Call(..) | Key::CallDone(..) => DivergenceCode::CallMissing,
@@ -539,7 +700,7 @@ fn one_sided_code(key: &Key) -> DivergenceCode {
     }
 }
 
-fn what(key: &Key) -> &'static str {
+fn what(key: Key<'_>) -> &'static str {
     match key {
         Key::Validation(_) => "the source row's validation",
         Key::Opened(_) => "the state's input",
@@ -557,7 +718,7 @@ fn what(key: &Key) -> &'static str {
     }
 }
 
-fn differs(seq: u64, key: &Key, expected: &Val, found: &Val) -> Divergence {
+fn differs_divergence(seq: u64, key: Key<'_>, expected: &Val<'_>, found: String) -> Divergence {
     let (node, token) = place(key, expected);
     Divergence {
         code: code(key),
@@ -565,12 +726,12 @@ fn differs(seq: u64, key: &Key, expected: &Val, found: &Val) -> Divergence {
         node,
         token,
         expected: describe(expected),
-        found: describe(found),
+        found,
         message: format!("{} differs from the record", what(key)),
     }
 }
 
-fn missing(seq: u64, key: &Key, expected: &Val) -> Divergence {
+fn missing_divergence(seq: u64, key: Key<'_>, expected: &Val<'_>) -> Divergence {
     let (node, token) = place(key, expected);
     Divergence {
         code: one_sided_code(key),
@@ -583,11 +744,11 @@ fn missing(seq: u64, key: &Key, expected: &Val) -> Divergence {
     }
 }
 
-fn extra(key: &Key, found: &Val) -> Divergence {
+fn extra_divergence(key: Key<'_>, found: &Val<'_>, seq: Option<u64>) -> Divergence {
     let (node, token) = place(key, found);
     Divergence {
         code: one_sided_code(key),
-        seq: None,
+        seq,
         node,
         token,
         expected: "nothing".into(),
@@ -607,7 +768,7 @@ fn list<T: fmt::Display>(items: &[T]) -> String {
         .join(", ")
 }
 
-fn describe(v: &Val) -> String {
+fn describe(v: &Val<'_>) -> String {
     match v {
         Val::Error(e) => format!("error {e:?}"),
         Val::Input(h) => format!("input {h}"),
@@ -636,9 +797,9 @@ fn describe(v: &Val) -> String {
             ),
             (CallOutcome::Errored { error, .. }, _) => format!("call error: {error}"),
         },
-        Val::Route { label, to } if to.is_empty() => format!("route {label:?} to nothing"),
+        Val::Route { label, to: [] } => format!("route {label:?} to nothing"),
         Val::Route { label, to } => format!("route {label:?} to {}", list(to)),
-        Val::Outcome(o) => match o {
+        Val::Outcome(o) => match o.as_ref() {
             Outcome::Completed { write } => {
                 format!("completed at {} #{}", write.sink, write.ordinal)
             }

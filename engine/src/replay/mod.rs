@@ -297,7 +297,9 @@ pub fn reexecute_recorded(
             elapsed: started.elapsed(),
         });
     }
-    let mut comparison = comparator.finish();
+    // The first divergence's recorded side is read back from the log (the comparison
+    // holds digests); a read error shows as an event that could not be read back.
+    let mut comparison = comparator.finish(&mut |seq| ledger.event_at(run, seq).ok().flatten());
     // A re-execution that failed as a whole (not a row) is the divergence to report: what
     // it then did not produce follows from it.
     if summary.status == RunStatus::Failed && finished == Some(FinalStatus::Completed) {
