@@ -63,8 +63,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Verify a run's audit trail (chain, sequence, projections, payloads), then re-execute
-    /// it from the recorded configuration and rows and compare every result with the record
+    /// Verify a run's record, then re-execute it and compare every result with the record
+    ///
+    /// Verification checks the chain, the sequence, the projections and the payloads.
+    /// Re-execution runs the recorded configuration (or --pipeline FILE) over the recorded
+    /// source rows, writing nothing, and reports the first divergence with its code, seq,
+    /// node and token. Exit 0 when consistent (also when a recorded purge left nothing to
+    /// re-execute), 4 on an integrity failure or a divergence, 2 when the run cannot be
+    /// re-executed. See docs/replay.md.
     Replay {
         #[command(flatten)]
         ledger: LedgerArg,
