@@ -518,3 +518,29 @@ fn re_execution_with_many_workers_agrees_every_time() {
         }
     }
 }
+
+/// A re-execution that fails as a whole is reported as that failure, not as the states
+/// it then never produced.
+#[test]
+fn a_re_execution_that_fails_is_run_diverged_with_its_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ledger, run, _) = recorded("threshold-gate", dir.path());
+    let builder = |config: &attest_engine::config::PipelineConfig| -> Result<Plan, String> {
+        let mut plan = build::plan(config)?;
+        for node in &mut plan.nodes {
+            if let NodeExec::Transform { on_success, .. } = &mut node.exec {
+                *on_success = Target::Node(99);
+            }
+        }
+        Ok(plan)
+    };
+    let mut opts = ReexecOptions::new(&no_env);
+    opts.plan = Some(&builder);
+    let r = reexecute(&ledger, &run, &opts).unwrap();
+    let d = r.divergence().unwrap();
+    assert_eq!(d.code, DivergenceCode::RunDiverged, "{d}");
+    assert_eq!(d.expected, "completed");
+    assert!(d.found.contains("plan has no node 99"), "{}", d.found);
+    let last = events(&ledger, &run).last().unwrap().0;
+    assert_eq!(d.seq, Some(last));
+}

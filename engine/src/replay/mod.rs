@@ -278,8 +278,8 @@ pub fn reexecute_recorded(
             },
         )
         .map_err(|e| ReplayError::Start(e.to_string()))?
-        // The scratch ledger is dropped here: its writer has observed every event.
     };
+    // The scratch ledger is gone: its writer has observed every event.
     let comparator = comparator
         .lock()
         .ok()
@@ -303,6 +303,7 @@ pub fn reexecute_recorded(
     // A re-execution that failed as a whole (not a row) is the divergence to report: what
     // it then did not produce follows from it.
     if summary.status == RunStatus::Failed && finished == Some(FinalStatus::Completed) {
+        comparison.divergences += 1;
         comparison.first = Some(Divergence {
             code: DivergenceCode::RunDiverged,
             seq: Some(recorded.events.saturating_sub(1)),
