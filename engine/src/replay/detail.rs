@@ -11,8 +11,8 @@
 //! {"order": SHAPE, "quarantine": {"row": ROW, "order": SHAPE}}
 //! ```
 //!
-//! - `order`, when the record's shape differs from the last shape recorded (a CSV file
-//!   records it once, at its first row): the shape applies from this row on;
+//! - `order`, at the first row a reader ingests and whenever the record's shape differs
+//!   from the last one recorded (a CSV file records it once): it applies from this row on;
 //! - `quarantine`, for every row that failed validation: the row sent to the quarantine
 //!   sink, and its shape.
 //!
@@ -144,7 +144,8 @@ pub fn apply_shape(v: Value, s: &Value) -> Result<Value, String> {
 /// detail.
 #[derive(Default)]
 pub struct DetailRecorder {
-    /// `None` until the first row: the first row always records a non-null shape.
+    /// `None` until the first row, whose shape is always recorded (even `null`): a reader
+    /// that starts again after a resume must not lean on a shape recorded before it.
     last: Option<Value>,
 }
 
@@ -162,16 +163,14 @@ impl DetailRecorder {
         record: &SourceRecord,
     ) -> Result<(), EngineError> {
         let mut detail = Map::new();
-        let unchanged = match &self.last {
-            Some(last) => has_shape(&record.raw, last),
-            None => shape_is_null(&record.raw),
-        };
+        let unchanged = self
+            .last
+            .as_ref()
+            .is_some_and(|last| has_shape(&record.raw, last));
         if !unchanged {
             let s = shape(&record.raw);
             detail.insert("order".into(), s.clone());
             self.last = Some(s);
-        } else if self.last.is_none() {
-            self.last = Some(Value::Null);
         }
         if let Err(q) = &record.parsed {
             let row = Value::Object(q.row.clone());
@@ -267,6 +266,63 @@ mod tests {
         assert!(apply_shape(json!({"amount": 2}), &s).is_err());
         assert!(apply_shape(json!([1]), &s).is_err());
         assert!(apply_shape(json!({"a": 1}), &json!({"o": 3})).is_err());
+    }
+
+    fn record(raw: Value, quarantined: bool) -> SourceRecord {
+        let row = raw.as_object().cloned().unwrap_or_default();
+        SourceRecord {
+            raw,
+            parsed: if quarantined {
+                Err(crate::run::io::Quarantine {
+                    row,
+                    error: "bad".into(),
+                })
+            } else {
+                Ok(row)
+            },
+        }
+    }
+
+    /// Which rows get a detail: the first always, then a change of shape, and every
+    /// quarantined row; each detail reads back to what was recorded.
+    #[test]
+    fn details_are_recorded_where_needed_and_read_back() {
+        let ledger = Ledger::scratch(Box::new(|_, _, _| {})).unwrap();
+        let mut recorder = DetailRecorder::new();
+        let rows = [
+            (json!({"a": 1, "b": 2}), false),
+            (json!({"a": 3, "b": 4}), false),
+            (json!({"b": 5, "a": 6}), false),
+            (json!({"b": 7, "a": 8}), true),
+            (json!({"b": 9, "a": 10}), false),
+        ];
+        let mut recorded = Vec::new();
+        for (i, (raw, quarantined)) in rows.into_iter().enumerate() {
+            let mut commit = Commit::new();
+            recorder
+                .record(&ledger, &mut commit, i as u64, &record(raw, quarantined))
+                .unwrap();
+            for item in commit.items {
+                if let attest_ledger::Item::Event(Event::RowDetail { row, .. }) = item {
+                    recorded.push(row);
+                }
+            }
+        }
+        assert_eq!(recorded, [0, 2, 3]);
+        let order = shape(&json!({"b": 0, "a": 0}));
+        let bytes = attest_ledger::canonical::to_canonical_bytes(&json!({"order": order})).unwrap();
+        assert_eq!(
+            read_detail(&bytes).unwrap(),
+            Detail {
+                order: Some(order.clone()),
+                quarantine: None
+            }
+        );
+        let q = json!({"quarantine": {"row": {"a": 8, "b": 7}, "order": order}});
+        let detail =
+            read_detail(&attest_ledger::canonical::to_canonical_bytes(&q).unwrap()).unwrap();
+        let row = detail.quarantine.unwrap();
+        assert_eq!(row.keys().collect::<Vec<_>>(), ["b", "a"]);
     }
 
     fn value() -> impl Strategy<Value = Value> {
