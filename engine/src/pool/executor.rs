@@ -153,7 +153,7 @@ impl PooledExecutor {
     ///   other error is returned at once; a panic becomes that item's
     ///   [`PoolError::Panicked`]. No outcome of one item affects another's result.
     ///
-    /// ```compile_fail
+    /// ```compile_fail,E0597
     /// # use attest_engine::pool::{PooledExecutor, PoolConfig, ItemError};
     /// # let exec = PooledExecutor::new(PoolConfig::try_from(&Default::default()).unwrap());
     /// // A context borrowed from the caller is refused: items must be owned snapshots.
@@ -186,7 +186,7 @@ impl PooledExecutor {
         let helpers = n.min(self.config.pool_size()).saturating_sub(1);
         let (mut done, stats) = scope(|s| {
             let handles: Vec<_> = (0..helpers)
-                .filter_map(|_| spawn_helper(s, &drain))
+                .filter_map(|_| spawn_helper(s, drain))
                 .collect();
             let (mut done, mut stats) = drain();
             for handle in handles {

@@ -246,8 +246,10 @@ mod tests {
     #[test]
     fn the_gate_spaces_reservations_by_the_delay() {
         let clock = Arc::new(crate::pool::VirtualClock::new());
-        let mut o = PoolOptions::default();
-        o.min_dispatch_delay_ms = 100;
+        let o = PoolOptions {
+            min_dispatch_delay_ms: 100,
+            ..PoolOptions::default()
+        };
         let config = PoolConfig::try_from(&o).unwrap();
         let t = Throttle::new(config.throttle().clone(), clock.clone());
         let first = t.reserve();
