@@ -152,6 +152,8 @@ impl PooledExecutor {
     /// - A capacity error is retried under the throttle until the item's deadline; any
     ///   other error is returned at once; a panic becomes that item's
     ///   [`PoolError::Panicked`]. No outcome of one item affects another's result.
+    /// - `work` must not call `execute_batch` on the same executor: the inner call would
+    ///   wait for a permit its own caller holds (with `pool_size` 1, for ever).
     ///
     /// ```compile_fail,E0597
     /// # use attest_engine::pool::{PooledExecutor, PoolConfig, ItemError};
