@@ -8,6 +8,7 @@ pub mod expr;
 pub mod formats;
 pub mod open;
 pub mod plan;
+pub mod pool;
 pub mod run;
 pub mod transforms;
 pub mod value;
