@@ -80,6 +80,7 @@ pub fn run(pipeline: &Path, ledger_dir: Option<PathBuf>, json: bool) -> Result<C
             workers,
             interrupt,
             progress,
+            ..RunOptions::default()
         },
     )
     .map_err(|e| Failure::run_failed(e.to_string()))?;

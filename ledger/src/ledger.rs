@@ -191,6 +191,27 @@ impl Ledger {
         }
     }
 
+    /// The record of call `index` of `state` in `run`: its request hash and, once it has
+    /// one, its completion. Read-only, so that re-execution (`attest replay`, `resume`) can
+    /// answer calls from the record without writing anything.
+    pub fn call_record(
+        &self,
+        run: &RunId,
+        state: &StateId,
+        index: u32,
+    ) -> Result<Option<crate::projection::CallRec>> {
+        match self
+            .store()
+            .get_proj(run, &PKey::Call(state.clone(), index))?
+        {
+            None => Ok(None),
+            Some(crate::projection::PVal::Call(c)) => Ok(Some(c)),
+            Some(_) => Err(LedgerError::Corrupt(format!(
+                "call {index} of state {state} in run {run} has the wrong kind"
+            ))),
+        }
+    }
+
     /// Every run in the ledger, oldest first.
     pub fn runs(&self) -> Result<Vec<RunRec>> {
         let mut out = Vec::new();

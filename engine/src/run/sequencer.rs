@@ -13,10 +13,12 @@ use super::coalesce::Coalescer;
 use super::io::{RowSink, SinkIoError, WriteError};
 use super::worker::{Delivery, DeliveryKind, Held, RowResult, Walker};
 use super::EngineError;
+use crate::calls::CallBackend;
 use crate::plan::{NodeExec, Plan, WriteFailure};
 use attest_ledger::{Commit, Durability, Event, Outcome, RunHandle, SinkWrite};
 use crossbeam_channel::Sender;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Rows written between two durable flushes. Each flush is an fsync per sink written to,
 /// so this trades the cost of fsyncs against how much is written but not yet recorded
@@ -32,6 +34,7 @@ const FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
 pub struct Sequencer<'a> {
     plan: &'a Plan,
     run: &'a RunHandle,
+    calls: &'a Arc<dyn CallBackend>,
     sinks: Vec<Option<Box<dyn RowSink>>>,
     tickets: Sender<()>,
     reorder: BTreeMap<u64, RowResult>,
@@ -58,6 +61,7 @@ impl<'a> Sequencer<'a> {
     pub fn new(
         plan: &'a Plan,
         run: &'a RunHandle,
+        calls: &'a Arc<dyn CallBackend>,
         sinks: Vec<Box<dyn RowSink>>,
         tickets: Sender<()>,
     ) -> Self {
@@ -65,6 +69,7 @@ impl<'a> Sequencer<'a> {
         Sequencer {
             plan,
             run,
+            calls,
             sinks: sinks.into_iter().map(Some).collect(),
             tickets,
             reorder: BTreeMap::new(),
@@ -131,7 +136,7 @@ impl<'a> Sequencer<'a> {
     fn settle(&mut self, mut held: Vec<Held>) -> Result<(), EngineError> {
         let plan = self.plan;
         while !held.is_empty() {
-            let mut w = Walker::new(plan, self.run.ledger());
+            let mut w = self.walker();
             for h in held.drain(..) {
                 match h {
                     Held::Arrived { node, token } => match plan.nodes.get(node).map(|n| &n.exec) {
@@ -161,6 +166,15 @@ impl<'a> Sequencer<'a> {
             held = self.absorb(w)?;
         }
         Ok(())
+    }
+
+    /// A walk for the sequencer's own tokens. It starts from the events the sequencer has
+    /// not sent yet, so that a walk reaching a calling plugin sends them first, in order
+    /// (see `worker.rs`); [`Sequencer::absorb`] takes back whatever is left unsent.
+    fn walker(&mut self) -> Walker<'a> {
+        let mut w = Walker::new(self.plan, self.run, self.calls);
+        w.commit = std::mem::take(&mut self.structural);
+        w
     }
 
     /// Commits what the sequencer's own walk recorded and writes its rows; returns what
@@ -203,7 +217,7 @@ impl<'a> Sequencer<'a> {
     /// The timer fired: flush what has timed out, even while no row arrives.
     pub fn tick(&mut self) -> Result<(), EngineError> {
         let now = std::time::Instant::now();
-        let mut w = Walker::new(self.plan, self.run.ledger());
+        let mut w = self.walker();
         self.batches.expire(self.plan, now, &mut w)?;
         self.coalesce.expire(self.plan, now, &mut w)?;
         let held = self.absorb(w)?;
@@ -215,14 +229,14 @@ impl<'a> Sequencer<'a> {
     /// then resolve every waiting coalesce group, until nothing is held.
     pub fn end_of_source(&mut self) -> Result<(), EngineError> {
         while self.batches.any_open() || self.coalesce.waiting() {
-            let mut w = Walker::new(self.plan, self.run.ledger());
+            let mut w = self.walker();
             self.batches.flush_all(self.plan, &mut w)?;
             let held = self.absorb(w)?;
             self.settle(held)?;
             if self.batches.any_open() {
                 continue;
             }
-            let mut w = Walker::new(self.plan, self.run.ledger());
+            let mut w = self.walker();
             self.coalesce.close_all(self.plan, &mut w)?;
             let held = self.absorb(w)?;
             self.settle(held)?;

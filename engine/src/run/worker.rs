@@ -1,15 +1,24 @@
 //! Processing one source record: everything a row does between the source and the sinks.
 //!
 //! A worker owns the row it processes and everything it records about it; the only shared
-//! things are the immutable plan and the ledger handle. The row's events are gathered into
-//! one commit (the plugins here make no external calls, so no state needs to be visible in
-//! the ledger before the row's work is done) and the rows bound for sinks are handed back
-//! for the sequencer to write in source order.
+//! things are the immutable plan, the ledger handle and the call backend. The row's events
+//! are gathered into one commit, and the rows bound for sinks are handed back for the
+//! sequencer to write in source order.
+//!
+//! A plugin that makes external calls needs its state in the ledger before the first call
+//! is allocated on it, so before such a plugin runs the events gathered so far (the
+//! state's opening included) are sent as a commit of their own; the rest of the row
+//! follows in its final commit. The writer applies commits in the order they are sent, and
+//! the worker checks those earlier commits itself once the plugin returns, so the
+//! sequencer still waits only on the row's last commit. A row that meets no calling plugin
+//! is recorded in exactly one commit, as before.
 
 use super::io::{Quarantine, SourceRecord};
 use super::EngineError;
+use crate::calls::{CallBackend, CallContext, CallScope, Journal};
 use crate::plan::{
-    Condition, Expand, ForkBranch, NodeExec, NodePlan, Plan, Target, Transform, TransformError,
+    CallSpec, Condition, Expand, ForkBranch, NodeExec, NodePlan, Plan, Target, Transform,
+    TransformError,
 };
 use crate::value::{Row, Value};
 use attest_ledger::{
@@ -17,6 +26,7 @@ use attest_ledger::{
     Subject, TokenId,
 };
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// How a delivered row counts at its sink.
@@ -154,10 +164,11 @@ pub fn ingest(
 pub fn process_record(
     plan: &Plan,
     run: &RunHandle,
+    calls: &Arc<dyn CallBackend>,
     row_index: u64,
     record: SourceRecord,
 ) -> Result<RowResult, EngineError> {
-    let mut w = Walker::new(plan, run.ledger());
+    let mut w = Walker::new(plan, run, calls);
     let mut quarantined = 0;
     let token = TokenId::for_row(row_index);
     match record.parsed {
@@ -211,6 +222,9 @@ pub fn process_record(
 /// sequencer for the tokens that aggregations and coalesces release.
 pub struct Walker<'a> {
     plan: &'a Plan,
+    run: &'a RunHandle,
+    calls: &'a Arc<dyn CallBackend>,
+    /// Events not yet sent. Before a calling plugin runs they are sent on their own.
     pub commit: Commit,
     payloads: Payloads<'a>,
     pub deliveries: Vec<Delivery>,
@@ -220,11 +234,13 @@ pub struct Walker<'a> {
 }
 
 impl<'a> Walker<'a> {
-    pub fn new(plan: &'a Plan, ledger: &'a attest_ledger::Ledger) -> Walker<'a> {
+    pub fn new(plan: &'a Plan, run: &'a RunHandle, calls: &'a Arc<dyn CallBackend>) -> Walker<'a> {
         Walker {
             plan,
+            run,
+            calls,
             commit: Commit::new(),
-            payloads: Payloads::new(ledger),
+            payloads: Payloads::new(run.ledger()),
             deliveries: Vec::new(),
             held: Vec::new(),
             failed: 0,
@@ -463,7 +479,11 @@ impl<'a> Walker<'a> {
         loop {
             let state = self.open(&token.id, node, attempt, in_hash);
             let started = Instant::now();
-            match plugin.process(&token.row) {
+            let result = match plugin.calls() {
+                None => plugin.process(&token.row, CallContext::none()),
+                Some(spec) => self.process_with_calls(plugin, spec, &state, &token.row)?,
+            };
+            match result {
                 Ok(out) => {
                     let out_hash = self.payloads.store_row(&out)?;
                     self.close(&state, StateResult::Completed { output: out_hash }, started);
@@ -498,6 +518,29 @@ impl<'a> Walker<'a> {
                 }
             }
         }
+    }
+
+    /// Runs a plugin that makes external calls: sends the row's events so far (so the
+    /// state exists in the ledger), opens the state for calls, runs the plugin, and closes
+    /// the state for calls before anything else is recorded on it. A call that could not be
+    /// recorded or (re-execution) answered stops the run, whatever the plugin made of it.
+    fn process_with_calls(
+        &mut self,
+        plugin: &dyn Transform,
+        spec: &CallSpec,
+        state: &StateId,
+        row: &Row,
+    ) -> Result<Result<Row, TransformError>, EngineError> {
+        let before = std::mem::take(&mut self.commit);
+        let sent = self.run.submit_nowait(before, Durability::Buffered)?;
+        let journal = Journal::Ledger(self.run.state_handle(state.clone()));
+        let (scope, ctx) = CallScope::open(journal, self.calls.clone(), spec.redactor.clone());
+        let result = plugin.process(row, ctx);
+        let closed = scope.close();
+        // Answered already when the plugin allocated a call (the writer answers in order).
+        sent.wait()?;
+        closed?;
+        Ok(result)
     }
 
     #[allow(clippy::too_many_arguments)]
