@@ -98,6 +98,8 @@ pub struct RunSummary {
     pub quarantined: u64,
     pub failed: u64,
     pub discarded: u64,
+    /// Rows that failed because an external service gave no usable answer.
+    pub unanswered: worker::Unanswered,
     pub elapsed: Duration,
     pub events: u64,
     pub head: Hash32,
@@ -346,6 +348,7 @@ pub fn execute(
         discarded: 0,
         quarantined: 0,
         released: 0,
+        unanswered: Default::default(),
     });
     Ok(RunSummary {
         run_id: run.id().clone(),
@@ -360,6 +363,7 @@ pub fn execute(
         quarantined: totals.quarantined,
         failed: totals.failed,
         discarded: totals.discarded,
+        unanswered: totals.unanswered,
         elapsed: started.elapsed(),
         events: receipt.last_seq + 1,
         head: receipt.head,

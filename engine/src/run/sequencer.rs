@@ -11,7 +11,7 @@
 use super::batch::Batches;
 use super::coalesce::Coalescer;
 use super::io::{RowSink, SinkIoError, WriteError};
-use super::worker::{Delivery, DeliveryKind, Held, RowResult, Walker};
+use super::worker::{Delivery, DeliveryKind, Held, RowResult, Unanswered, Walker};
 use super::EngineError;
 use crate::calls::CallBackend;
 use crate::plan::{NodeExec, Plan, WriteFailure};
@@ -51,6 +51,7 @@ pub struct Sequencer<'a> {
     pub failed: u64,
     pub discarded: u64,
     pub quarantined: u64,
+    pub unanswered: Unanswered,
     batches: Batches,
     coalesce: Coalescer,
     /// Events of the aggregations, coalesces and the walks they release, not yet sent.
@@ -82,6 +83,7 @@ impl<'a> Sequencer<'a> {
             failed: 0,
             discarded: 0,
             quarantined: 0,
+            unanswered: Unanswered::default(),
             batches: Batches::new(plan),
             coalesce: Coalescer::default(),
             structural: Commit::new(),
@@ -125,6 +127,7 @@ impl<'a> Sequencer<'a> {
         self.failed += r.failed;
         self.discarded += r.discarded;
         self.quarantined += r.quarantined;
+        self.unanswered.add(r.unanswered);
         for d in r.deliveries {
             self.deliver(d)?;
         }
@@ -186,8 +189,10 @@ impl<'a> Sequencer<'a> {
             held,
             failed,
             discarded,
+            unanswered,
             ..
         } = w;
+        self.unanswered.add(unanswered);
         // Gathered across rows and sent in groups: always after the commits of the rows
         // it follows (already sent), and always before the outcomes that depend on it
         // (`flush` sends it first); checked before those outcomes, like a worker's.
@@ -401,6 +406,7 @@ impl<'a> Sequencer<'a> {
             discarded: self.discarded,
             quarantined: self.quarantined,
             released: self.next,
+            unanswered: self.unanswered,
         })
     }
 }
@@ -411,4 +417,5 @@ pub struct SequencerTotals {
     pub discarded: u64,
     pub quarantined: u64,
     pub released: u64,
+    pub unanswered: Unanswered,
 }

@@ -89,6 +89,25 @@ pub enum Held {
     },
 }
 
+/// Rows that ended `failed` because a calling plugin got no usable answer before its
+/// retries ran out (a dead, hanging or overloaded endpoint), and the first such error in
+/// row order. `attest run` exits 1 for these: the rows are recorded as ELSPETH records
+/// them, but the run did not do its work.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Unanswered {
+    pub rows: u64,
+    pub first: Option<String>,
+}
+
+impl Unanswered {
+    pub fn add(&mut self, other: Unanswered) {
+        self.rows += other.rows;
+        if self.first.is_none() {
+            self.first = other.first;
+        }
+    }
+}
+
 /// What one source record came to.
 #[derive(Default)]
 pub struct RowResult {
@@ -104,6 +123,7 @@ pub struct RowResult {
     pub failed: u64,
     pub discarded: u64,
     pub quarantined: u64,
+    pub unanswered: Unanswered,
 }
 
 /// Stores a row's canonical bytes in the payload store unless it is the value stored last.
@@ -199,6 +219,7 @@ pub fn process_record(
         held,
         failed,
         discarded,
+        unanswered,
         ..
     } = w;
     Ok(RowResult {
@@ -214,6 +235,7 @@ pub fn process_record(
         failed,
         discarded,
         quarantined,
+        unanswered,
     })
 }
 
@@ -231,6 +253,7 @@ pub struct Walker<'a> {
     pub held: Vec<Held>,
     pub failed: u64,
     pub discarded: u64,
+    pub unanswered: Unanswered,
 }
 
 impl<'a> Walker<'a> {
@@ -245,6 +268,7 @@ impl<'a> Walker<'a> {
             held: Vec::new(),
             failed: 0,
             discarded: 0,
+            unanswered: Unanswered::default(),
         }
     }
 
@@ -505,13 +529,18 @@ impl<'a> Walker<'a> {
                     if attempt >= policy.max_attempts {
                         // ELSPETH: an exhausted retry fails the row; it does not go to
                         // on_error.
-                        return Ok(Flow::End(Outcome::Failed {
-                            error: format!(
-                                "{}: gave up after {attempt} attempt(s): {}",
-                                node.id,
-                                e.message()
-                            ),
-                        }));
+                        let error = format!(
+                            "{}: gave up after {attempt} attempt(s): {}",
+                            node.id,
+                            e.message()
+                        );
+                        if plugin.calls().is_some() {
+                            self.unanswered.add(Unanswered {
+                                rows: 1,
+                                first: Some(error.clone()),
+                            });
+                        }
+                        return Ok(Flow::End(Outcome::Failed { error }));
                     }
                     std::thread::sleep(policy.delay(attempt, jitter(&token.id, attempt)));
                     attempt += 1;
