@@ -114,6 +114,14 @@ mod tests {
     }
 
     #[test]
+    fn urls_can_encode_values() {
+        assert_eq!(
+            render("/q?x={{ row.s | urlencode }}", json!({"row": {"s": "a b&c"}})).unwrap(),
+            "/q?x=a%20b%26c"
+        );
+    }
+
+    #[test]
     fn row_order_is_kept_when_iterating() {
         assert_eq!(
             render(
