@@ -116,7 +116,11 @@ mod tests {
     #[test]
     fn urls_can_encode_values() {
         assert_eq!(
-            render("/q?x={{ row.s | urlencode }}", json!({"row": {"s": "a b&c"}})).unwrap(),
+            render(
+                "/q?x={{ row.s | urlencode }}",
+                json!({"row": {"s": "a b&c"}})
+            )
+            .unwrap(),
             "/q?x=a%20b%26c"
         );
     }

@@ -386,3 +386,177 @@ fn calls_prepared_in_order_and_sent_concurrently_replay_deterministically() {
     }
     assert_eq!(server.requests(), prompts.len() as u64);
 }
+
+/// Answers every call at once with a 200, sending nothing.
+struct Instant200;
+impl CallBackend for Instant200 {
+    fn perform(
+        &self,
+        _key: CallKey<'_>,
+        _request: &attest_engine::calls::Prepared,
+    ) -> Result<Answer, BackendError> {
+        std::thread::yield_now();
+        Ok(Answer::Response(attest_engine::calls::Response::new(
+            200,
+            vec![("content-type".into(), "text/plain".into())],
+            b"ok".to_vec(),
+        )))
+    }
+}
+
+/// Threads keep calling while the executor closes the state. Every call either was
+/// refused before anything was recorded, or was recorded whole (request and completion)
+/// before `close` returned; the ledger then accepts the state's close. Many rounds.
+#[test]
+fn closing_a_state_races_calls_and_loses_none() {
+    for round in 0..40 {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(dir.path()).unwrap();
+        let (run, state) = open_state(&ledger);
+        let (scope, ctx) = CallScope::open(
+            Journal::Ledger(state.clone()),
+            Arc::new(Instant200),
+            redactor(),
+        );
+        let made = std::sync::atomic::AtomicU32::new(0);
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let ctx = ctx.clone();
+                let made = &made;
+                s.spawn(move || loop {
+                    match ctx.call("llm", request("http://unused", &format!("{t}")), |_| {
+                        Ok::<_, Accept>(())
+                    }) {
+                        Ok(_) => {
+                            made.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        }
+                        Err(CallError::NotMade(m)) => {
+                            assert!(m.contains("closed"), "{m}");
+                            return;
+                        }
+                        Err(e) => panic!("round {round}: {e}"),
+                    }
+                });
+            }
+            std::thread::sleep(Duration::from_millis(2));
+            scope.close().unwrap();
+        });
+        let n = made.load(std::sync::atomic::Ordering::SeqCst);
+        for i in 0..n {
+            let rec = ledger
+                .call_record(run.id(), state.id(), i)
+                .unwrap()
+                .unwrap();
+            assert!(rec.completion.is_some(), "round {round}: call {i} lost");
+        }
+        assert!(ledger
+            .call_record(run.id(), state.id(), n)
+            .unwrap()
+            .is_none());
+        state
+            .close(
+                attest_ledger::StateResult::Completed {
+                    output: Hash32::ZERO,
+                },
+                0,
+            )
+            .unwrap();
+    }
+}
+
+mod recorded_requests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::sync::OnceLock;
+
+    /// A ledger holding one recorded call (state t0@ask#1, index 0) of `request(URL,
+    /// "recorded prompt")`, kept for the whole test binary.
+    fn recorded() -> &'static (Ledger, attest_ledger::StateId, Arc<dyn CallBackend>) {
+        static R: OnceLock<(Ledger, attest_ledger::StateId, Arc<dyn CallBackend>)> =
+            OnceLock::new();
+        R.get_or_init(|| {
+            let dir = Box::leak(Box::new(tempfile::tempdir().unwrap()));
+            let ledger = Ledger::open(dir.path()).unwrap();
+            let (run, state) = open_state(&ledger);
+            let (scope, ctx) = CallScope::open(
+                Journal::Ledger(state.clone()),
+                Arc::new(Instant200),
+                redactor(),
+            );
+            ctx.call("llm", request(URL, "recorded prompt"), |_| {
+                Ok::<_, Accept>(())
+            })
+            .unwrap()
+            .unwrap();
+            scope.close().unwrap();
+            let backend: Arc<dyn CallBackend> =
+                Arc::new(RecordedBackend::new(ledger.clone(), run.id().clone()));
+            (ledger, state.id().clone(), backend)
+        })
+    }
+
+    const URL: &str = "http://127.0.0.1:9/v1";
+
+    #[derive(Debug, Clone)]
+    enum Change {
+        Prompt(String),
+        Url(String),
+        Method(String),
+        Header(String),
+        Key(String),
+    }
+
+    fn change() -> impl Strategy<Value = Change> {
+        prop_oneof![
+            "[ -~]{0,40}".prop_map(Change::Prompt),
+            "[a-z0-9/?=&]{1,20}".prop_map(Change::Url),
+            "(GET|PUT|PATCH|DELETE|post)".prop_map(Change::Method),
+            "[ -~]{0,20}".prop_map(Change::Header),
+            "sk-[a-zA-Z0-9]{8,20}".prop_map(Change::Key),
+        ]
+    }
+
+    proptest! {
+        /// Any change to what a call asks is refused as CALL_REQUEST_CHANGED; a change
+        /// of credential alone (redacted before hashing) is not a change.
+        #[test]
+        fn a_changed_request_is_never_answered(c in change()) {
+            let (_, state, backend) = recorded();
+            let mut r = request(URL, "recorded prompt");
+            let mut secrets = vec!["sk-client-test".to_string()];
+            let same = match &c {
+                Change::Prompt(p) => {
+                    r = request(URL, p);
+                    p == "recorded prompt"
+                }
+                Change::Url(u) => {
+                    r.url = format!("{}{u}", r.url);
+                    false
+                }
+                Change::Method(m) => {
+                    r.method = m.clone();
+                    false
+                }
+                Change::Header(v) => {
+                    r.headers.push(("x-extra".into(), v.clone()));
+                    false
+                }
+                Change::Key(k) => {
+                    r.headers = vec![("Authorization".into(), format!("Bearer {k}"))];
+                    secrets = vec![k.clone()];
+                    true
+                }
+            };
+            let prepared = r.prepare(&Redactor::new(secrets)).unwrap();
+            let got = backend.perform(CallKey { state, index: 0 }, &prepared);
+            if same {
+                prop_assert!(matches!(got, Ok(Answer::Response(_))), "{c:?}");
+            } else {
+                prop_assert!(
+                    matches!(&got, Err(e) if e.code() == "CALL_REQUEST_CHANGED"),
+                    "{c:?}: {:?}", got.map(|_| ())
+                );
+            }
+        }
+    }
+}

@@ -294,9 +294,11 @@ fn secrets_never_reach_the_ledger() {
             http_secret,
         ),
     ];
+    let mut last_run = None;
     for (yaml, env, secret) in &runs {
         let ledger = Ledger::open(&ledger_dir).unwrap();
         let s = p.run(yaml, env, &ledger, None);
+        last_run = Some(s.run_id.clone());
         assert_eq!(s.status, RunStatus::Completed, "{:?}", s.error);
         assert_eq!(s.sinks[0].1, 4, "{secret}: {}", p.read("errors.csv"));
         drop(ledger);
@@ -318,7 +320,8 @@ fn secrets_never_reach_the_ledger() {
     }
     // The redaction is visible where it happened: the recorded request says so.
     let ledger = Ledger::open(&ledger_dir).unwrap();
-    let run = ledger.latest_run().unwrap().unwrap().run;
+    // The `http` run's first call.
+    let run = last_run.unwrap();
     let st = &ask_states(&ledger, &run, 0)[0];
     let request = st.calls[0].request.as_ref().unwrap();
     assert_eq!(
@@ -419,4 +422,85 @@ fn multi_query_is_refused_at_load() {
             && e.contains("multi-query mode (`queries`) is not supported")),
         "{errors:?}"
     );
+}
+
+/// A calling transform after an aggregation runs on the sequencer's walk: the batch's
+/// events (the outputs' creation included) must be in the ledger before the call is
+/// allocated on an output token's state. Each output row gets its own recorded call.
+#[test]
+fn a_calling_transform_after_an_aggregation_records_its_calls() {
+    let server = FakeLlm::start();
+    let p = Pipeline::numbered(7);
+    let d = p.dir.path().display();
+    let yaml = format!(
+        "source:\n  plugin: csv\n  on_success: rows\n  options:\n    path: {d}/input.csv\n    \
+         schema: {{mode: fixed, fields: ['id: int', 'text: str']}}\n    on_validation_failure: discard\n\
+         aggregations:\n- name: batch\n  plugin: batch_replicate\n  input: rows\n  on_success: ask_in\n  \
+         on_error: discard\n  trigger: {{count: 3}}\n  output_mode: transform\n  \
+         options: {{default_copies: 1, schema: {{mode: observed}}}}\n\
+         transforms:\n- name: ask\n  plugin: llm\n  input: ask_in\n  on_success: output\n  on_error: errors\n  \
+         options: {{provider: openai, base_url: '{}', model: m, api_key: '${{FAKE_KEY}}', \
+         template: 'Batched {{{{ row.id }}}}', required_input_fields: [id]}}\n\
+         sinks:\n  output: {{plugin: csv, options: {{path: {d}/out.csv, schema: {{mode: observed}}}}}}\n  \
+         errors: {{plugin: csv, options: {{path: {d}/errors.csv, schema: {{mode: observed}}}}}}\n",
+        server.url()
+    );
+    let ledger = Ledger::open(p.path("ledger")).unwrap();
+    let s = p.run(&yaml, &[("FAKE_KEY", "sk-agg")], &ledger, None);
+    assert_eq!(s.status, RunStatus::Completed, "{:?}", s.error);
+    assert_eq!(s.sinks[0].1, 7, "{}", p.read("errors.csv"));
+    assert_eq!(server.requests(), 7);
+    for ordinal in 0..7u64 {
+        let l = ledger
+            .lineage(
+                &s.run_id,
+                &LineageQuery::Output {
+                    sink: attest_ledger::NodeId::new("output").unwrap(),
+                    ordinal,
+                },
+            )
+            .unwrap()
+            .unwrap();
+        let focus = l.tokens.iter().find(|t| t.token == l.focus).unwrap();
+        let st = focus.states.iter().find(|s| s.node == "ask").unwrap();
+        assert_eq!(st.calls.len(), 1);
+        let prompt =
+            &st.calls[0].request.as_ref().unwrap()["body"]["json"]["messages"][0]["content"];
+        let id = st.input.as_ref().unwrap()["id"].clone();
+        assert_eq!(prompt, &serde_json::json!(format!("Batched {id}")));
+    }
+    let report = ledger.verify(&s.run_id, &VerifyOptions::default()).unwrap();
+    assert!(report.ok(), "{:?}", report.failure);
+}
+
+/// Azure OpenAI: the deployment's URL with its API version, the key in `api-key`.
+#[test]
+fn azure_calls_the_deployment_with_an_api_key_header() {
+    let server = FakeLlm::start();
+    let p = Pipeline::numbered(1);
+    let endpoint = server.url().trim_end_matches("/v1").to_string();
+    let yaml = p.yaml(
+        "llm",
+        &format!(
+            "provider: azure, endpoint: '{endpoint}/', deployment_name: gpt-dep, api_key: '${{FAKE_KEY}}', \
+             template: 'Hello {{{{ row.id }}}}', required_input_fields: [id]"
+        ),
+        1,
+    );
+    let ledger = Ledger::open(p.path("ledger")).unwrap();
+    let s = p.run(&yaml, &[("FAKE_KEY", "azure-key-123456")], &ledger, None);
+    assert_eq!(s.status, RunStatus::Completed, "{:?}", s.error);
+    assert_eq!(server.credentials(), vec!["azure-key-123456".to_string()]);
+    let st = &ask_states(&ledger, &s.run_id, 0)[0];
+    let request = st.calls[0].request.as_ref().unwrap();
+    assert_eq!(
+        request["url"],
+        format!("{endpoint}/openai/deployments/gpt-dep/chat/completions?api-version=2024-10-21")
+    );
+    assert_eq!(
+        request["headers"][0],
+        serde_json::json!(["api-key", "<redacted>"])
+    );
+    assert_eq!(request["body"]["json"]["model"], "gpt-dep");
+    assert_eq!(st.output.as_ref().unwrap()["llm_response_model"], "gpt-dep");
 }
