@@ -298,7 +298,7 @@ fn answer_one(conn: &mut TcpStream, s: &Shared, req: &Incoming, n: u64) -> bool 
         let every = f
             .every
             .clone()
-            .filter(|(k, _)| n % k == 0)
+            .filter(|(k, _)| n.is_multiple_of(*k))
             .map(|(_, fault)| fault);
         f.burst.pop_front().or(every).or_else(|| f.always.clone())
     };

@@ -24,27 +24,28 @@ pub enum Answer {
     Failed(CallFailure),
 }
 
-/// A backend that could not answer at all. Not a property of the call (those are
+/// A backend that could not answer at all (the state is boxed: this error is rare, and
+/// the `Ok` path should not pay for its size). Not a property of the call (those are
 /// [`Answer::Failed`]): re-execution stops and reports it as a divergence.
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
     #[error("CALL_MISSING: call {index} of state {state} is not in the record")]
-    Missing { state: StateId, index: u32 },
+    Missing { state: Box<StateId>, index: u32 },
     #[error(
         "CALL_REQUEST_CHANGED: call {index} of state {state}: the request now hashes to \
          {now}, the record has {recorded}"
     )]
     RequestChanged {
-        state: StateId,
+        state: Box<StateId>,
         index: u32,
         recorded: Hash32,
         now: Hash32,
     },
     #[error("CALL_INCOMPLETE: call {index} of state {state} was recorded without an answer")]
-    Incomplete { state: StateId, index: u32 },
+    Incomplete { state: Box<StateId>, index: u32 },
     #[error("CALL_UNREADABLE: call {index} of state {state}: {why}")]
     Unreadable {
-        state: StateId,
+        state: Box<StateId>,
         index: u32,
         why: String,
     },

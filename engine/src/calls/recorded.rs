@@ -20,7 +20,7 @@ impl RecordedBackend {
 
 impl CallBackend for RecordedBackend {
     fn perform(&self, key: CallKey<'_>, request: &Prepared) -> Result<Answer, BackendError> {
-        let state = || key.state.clone();
+        let state = || Box::new(key.state.clone());
         let index = key.index;
         let rec = self
             .ledger
