@@ -463,6 +463,20 @@ impl StateHandle {
         response: Option<Vec<u8>>,
         latency_us: u64,
     ) -> Result<Receipt> {
+        self.complete_call_nowait(call, outcome, response, latency_us)?
+            .wait()
+    }
+
+    /// As [`StateHandle::complete_call`], without waiting: the writer applies commits in
+    /// the order they are sent, so anything sent after this (the state's close) follows
+    /// it; the caller checks the result later with [`Pending::wait`].
+    pub fn complete_call_nowait(
+        &self,
+        call: &CallHandle,
+        outcome: CallOutcome,
+        response: Option<Vec<u8>>,
+        latency_us: u64,
+    ) -> Result<Pending> {
         let mut commit = Commit::new();
         let response = response.map(|r| commit.payload(r));
         commit.push(Event::CallCompleted {
@@ -472,7 +486,7 @@ impl StateHandle {
             response,
             latency_us,
         });
-        self.run.submit(commit, Durability::Buffered)
+        self.run.submit_nowait(commit, Durability::Buffered)
     }
 
     /// Closes the state.

@@ -18,7 +18,7 @@
 use super::backend::{Answer, BackendError, CallBackend, CallKey};
 use super::record::{CallFailure, Prepared, Request, Response};
 use super::redact::Redactor;
-use attest_ledger::{CallHandle, CallOutcome, StateHandle, StateId, TokenId};
+use attest_ledger::{CallHandle, CallOutcome, Pending, StateHandle, StateId, TokenId};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Instant;
@@ -57,24 +57,27 @@ impl Journal {
         }
     }
 
+    /// Sends the completion without waiting for it to be stored: the writer applies
+    /// commits in the order they are sent, so the state's close, sent later, follows it.
+    /// Whoever closes the scope checks the returned commit.
     fn complete(
         &self,
         index: u32,
         outcome: CallOutcome,
         answer: Vec<u8>,
         latency_us: u64,
-    ) -> Result<(), String> {
+    ) -> Result<Option<Pending>, String> {
         match self {
             Journal::Ledger(h) => {
                 let call = CallHandle {
                     state: h.id().clone(),
                     index,
                 };
-                h.complete_call(&call, outcome, Some(answer), latency_us)
-                    .map(|_| ())
+                h.complete_call_nowait(&call, outcome, Some(answer), latency_us)
+                    .map(Some)
                     .map_err(|e| e.to_string())
             }
-            Journal::Detached { .. } => Ok(()),
+            Journal::Detached { .. } => Ok(None),
         }
     }
 }
@@ -130,6 +133,8 @@ struct Gate {
     in_flight: usize,
     /// The first fault any call met.
     fault: Option<CallFault>,
+    /// Completion commits sent and not yet confirmed.
+    unconfirmed: Vec<Pending>,
 }
 
 struct Scope {
@@ -203,6 +208,7 @@ impl CallScope {
                 open: true,
                 in_flight: 0,
                 fault: None,
+                unconfirmed: Vec::new(),
             }),
             idle: Condvar::new(),
         });
@@ -217,20 +223,31 @@ impl CallScope {
 
     /// Refuses further calls, waits until every call in flight has its completion
     /// recorded, and reports the first fault a call met (which stops the run).
-    pub fn close(mut self) -> Result<(), CallFault> {
+    pub fn close(self) -> Result<(), CallFault> {
+        for p in self.close_unconfirmed()? {
+            p.wait().map_err(|e| CallFault::Ledger(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// As [`CallScope::close`], except that the completions are only sent, not confirmed:
+    /// the commits to check are returned. Anything the caller sends afterwards (the
+    /// state's close) is applied after them; the executor checks them with the row.
+    pub fn close_unconfirmed(mut self) -> Result<Vec<Pending>, CallFault> {
         self.shut()
     }
 
-    fn shut(&mut self) -> Result<(), CallFault> {
+    fn shut(&mut self) -> Result<Vec<Pending>, CallFault> {
         self.closed = true;
         let mut g = self.scope.gate();
         g.open = false;
         while g.in_flight > 0 {
             g = self.scope.idle.wait(g).unwrap_or_else(|p| p.into_inner());
         }
+        let unconfirmed = std::mem::take(&mut g.unconfirmed);
         match g.fault.take() {
             Some(f) => Err(f),
-            None => Ok(()),
+            None => Ok(unconfirmed),
         }
     }
 }
@@ -400,10 +417,14 @@ impl PendingCall {
         let scope = &self.scope;
         let bytes = attest_ledger::canonical::to_canonical_bytes(record)
             .map_err(|e| CallError::Fault(scope.fault(CallFault::Ledger(e.to_string()))))?;
-        scope
+        let sent = scope
             .journal
             .complete(self.index, outcome, bytes, latency_us)
-            .map_err(|e| CallError::Fault(scope.fault(CallFault::Ledger(e))))
+            .map_err(|e| CallError::Fault(scope.fault(CallFault::Ledger(e))))?;
+        if let Some(p) = sent {
+            scope.gate().unconfirmed.push(p);
+        }
+        Ok(())
     }
 }
 

@@ -185,6 +185,7 @@ impl<'a> Sequencer<'a> {
     fn absorb(&mut self, w: Walker) -> Result<Vec<Held>, EngineError> {
         let Walker {
             commit,
+            unconfirmed,
             deliveries,
             held,
             failed,
@@ -192,6 +193,9 @@ impl<'a> Sequencer<'a> {
             unanswered,
             ..
         } = w;
+        // Sent before anything that follows from this walk (a calling plugin's state and
+        // completions): checked with the worker commits, before the outcomes that follow.
+        self.commits.extend(unconfirmed);
         self.unanswered.add(unanswered);
         // Gathered across rows and sent in groups: always after the commits of the rows
         // it follows (already sent), and always before the outcomes that depend on it

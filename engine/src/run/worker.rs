@@ -215,6 +215,7 @@ pub fn process_record(
     }
     let Walker {
         commit,
+        unconfirmed,
         deliveries,
         held,
         failed,
@@ -222,14 +223,20 @@ pub fn process_record(
         unanswered,
         ..
     } = w;
+    // A row that went straight to an aggregation or coalesce recorded nothing yet.
+    let commit = if commit.items.is_empty() {
+        None
+    } else {
+        Some(run.submit_nowait(commit, Durability::Buffered)?)
+    };
+    // Commits sent before the last one are checked here, so that the sequencer need only
+    // wait on the last. The writer answers in order: by now they are (nearly) answered.
+    for p in unconfirmed {
+        p.wait()?;
+    }
     Ok(RowResult {
         row_index,
-        // A row that went straight to an aggregation or coalesce recorded nothing yet.
-        commit: if commit.items.is_empty() {
-            None
-        } else {
-            Some(run.submit_nowait(commit, Durability::Buffered)?)
-        },
+        commit,
         deliveries,
         held,
         failed,
@@ -248,6 +255,9 @@ pub struct Walker<'a> {
     calls: &'a Arc<dyn CallBackend>,
     /// Events not yet sent. Before a calling plugin runs they are sent on their own.
     pub commit: Commit,
+    /// Commits sent before `commit` (a calling plugin's state, its calls' completions),
+    /// not yet confirmed: whoever sends `commit` checks them after it.
+    pub unconfirmed: Vec<attest_ledger::Pending>,
     payloads: Payloads<'a>,
     pub deliveries: Vec<Delivery>,
     pub held: Vec<Held>,
@@ -263,6 +273,7 @@ impl<'a> Walker<'a> {
             run,
             calls,
             commit: Commit::new(),
+            unconfirmed: Vec::new(),
             payloads: Payloads::new(run.ledger()),
             deliveries: Vec::new(),
             held: Vec::new(),
@@ -561,14 +572,13 @@ impl<'a> Walker<'a> {
         row: &Row,
     ) -> Result<Result<Row, TransformError>, EngineError> {
         let before = std::mem::take(&mut self.commit);
-        let sent = self.run.submit_nowait(before, Durability::Buffered)?;
+        self.unconfirmed
+            .push(self.run.submit_nowait(before, Durability::Buffered)?);
         let journal = Journal::Ledger(self.run.state_handle(state.clone()));
         let (scope, ctx) = CallScope::open(journal, self.calls.clone(), spec.redactor.clone());
         let result = plugin.process(row, ctx);
-        let closed = scope.close();
-        // Answered already when the plugin allocated a call (the writer answers in order).
-        sent.wait()?;
-        closed?;
+        // Every call has sent its completion; they are checked with the row's commit.
+        self.unconfirmed.extend(scope.close_unconfirmed()?);
         Ok(result)
     }
 
