@@ -7,11 +7,12 @@
 //!
 //! A plugin that makes external calls needs its state in the ledger before the first call
 //! is allocated on it, so before such a plugin runs the events gathered so far (the
-//! state's opening included) are sent as a commit of their own; the rest of the row
-//! follows in its final commit. The writer applies commits in the order they are sent, and
-//! the worker checks those earlier commits itself once the plugin returns, so the
-//! sequencer still waits only on the row's last commit. A row that meets no calling plugin
-//! is recorded in exactly one commit, as before.
+//! state's opening included) are sent as a commit of their own, and each call's completion
+//! is sent as the plugin gets its answer; the rest of the row follows in its final commit.
+//! The writer applies commits in the order they are sent, so none of these is waited for
+//! on the way: the worker checks them after sending the row's final commit, and the
+//! sequencer still waits only on that last one. A row that meets no calling plugin is
+//! recorded in exactly one commit, as before.
 
 use super::io::{Quarantine, SourceRecord};
 use super::EngineError;
