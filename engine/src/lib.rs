@@ -3,6 +3,7 @@
 //! The engine writes to the audit trail only through `attest_ledger`'s API.
 
 pub mod build;
+pub mod calls;
 pub mod config;
 pub mod expr;
 pub mod formats;
@@ -10,5 +11,6 @@ pub mod open;
 pub mod plan;
 pub mod pool;
 pub mod run;
+pub mod template;
 pub mod transforms;
 pub mod value;
