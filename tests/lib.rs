@@ -1,6 +1,8 @@
 //! Helpers for the end-to-end tests: run the `attest` binary in a scratch directory that
 //! holds a copy of the examples, so relative paths in the pipelines resolve there.
 
+pub mod fake_llm;
+
 use assert_cmd::Command;
 use std::path::{Path, PathBuf};
 

@@ -80,6 +80,7 @@ pub fn run(pipeline: &Path, ledger_dir: Option<PathBuf>, json: bool) -> Result<C
             workers,
             interrupt,
             progress,
+            ..RunOptions::default()
         },
     )
     .map_err(|e| Failure::run_failed(e.to_string()))?;
@@ -102,6 +103,9 @@ pub fn run(pipeline: &Path, ledger_dir: Option<PathBuf>, json: bool) -> Result<C
         .ok();
     report(&summary, &dir, heads_log.as_deref(), json);
     Ok(match summary.status {
+        // Every row is accounted for, but some failed because a service did not answer:
+        // the run did not do its work (a dead endpoint is bad input, not a success).
+        RunStatus::Completed if summary.unanswered.rows > 0 => Code::RunFailed,
         RunStatus::Completed => Code::Ok,
         RunStatus::Interrupted => Code::Interrupted,
         RunStatus::Failed => Code::RunFailed,
@@ -129,11 +133,12 @@ fn report(s: &RunSummary, ledger: &Path, heads_log: Option<&Path>, json: bool) {
             "quarantined": s.quarantined,
             "failed": s.failed,
             "discarded": s.discarded,
+            "unanswered": s.unanswered.rows,
             "elapsed_ms": s.elapsed.as_millis() as u64,
             "events": s.events,
             "head": format!("{}:{}", s.events, s.head),
             "heads_log": heads_log.map(|p| p.display().to_string()),
-            "error": s.error,
+            "error": s.error.as_ref().or(s.unanswered.first.as_ref()),
         });
         println!("{v}");
         return;
@@ -157,7 +162,13 @@ fn report(s: &RunSummary, ledger: &Path, heads_log: Option<&Path>, json: bool) {
             p.display()
         );
     }
-    if let Some(e) = &s.error {
+    if s.unanswered.rows > 0 {
+        println!(
+            "  unanswered   {} (rows failed: an external service gave no usable answer)",
+            s.unanswered.rows
+        );
+    }
+    if let Some(e) = s.error.as_ref().or(s.unanswered.first.as_ref()) {
         println!("  error        {e}");
     }
     match s.status {

@@ -2,6 +2,7 @@
 //! target, instantiates plugins, compiles gate conditions. Every problem found is reported
 //! with the file, line and column it comes from.
 
+use crate::calls::Redactor;
 use crate::config::{
     AggregationOptions, ConfigError, Loc, OutputMode, PipelineConfig, TransformOptions,
 };
@@ -26,6 +27,8 @@ pub const PLUGINS: &[(&str, &[&str])] = &[
             "truncate",
             "keyword_filter",
             "json_explode",
+            "llm (openrouter | openai | azure; single query)",
+            "http",
         ],
     ),
     (
@@ -37,10 +40,12 @@ pub const PLUGINS: &[(&str, &[&str])] = &[
     ("sink", &["csv", "json"]),
 ];
 
-/// A configuration that loaded, with the exact bytes it was read from (recorded in the
-/// ledger) and its warnings.
+/// A configuration that loaded, with the bytes it was read from, literal credentials
+/// removed (what the ledger records), and its warnings.
 pub struct Loaded {
     pub config: PipelineConfig,
+    /// The settings file's text with every literal secret replaced (`config::secrets`):
+    /// recorded and hashed as the run's configuration.
     pub text: Vec<u8>,
     pub warnings: Vec<String>,
 }
@@ -53,6 +58,12 @@ pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Loaded,
     check(&config)?;
     let text =
         std::fs::read(path).map_err(|e| vec![format!("{}: cannot read: {e}", path.display())])?;
+    // The loader has already refused a file that is not UTF-8.
+    let text = crate::config::secrets::redact_text(
+        &String::from_utf8_lossy(&text),
+        &crate::config::secrets::secrets(&config),
+    )
+    .into_bytes();
     let warnings = config.warnings.iter().map(|w| w.to_string()).collect();
     Ok(Loaded {
         config,
@@ -114,15 +125,19 @@ fn err_at(config: &PipelineConfig, loc: Loc, message: String) -> String {
 fn check_supported(config: &PipelineConfig) -> Vec<String> {
     let mut errors = Vec::new();
     for t in &config.transforms {
-        if matches!(
-            t.options,
-            TransformOptions::Llm(_) | TransformOptions::Http(_)
-        ) {
+        // The calling plugins compile their templates here, so that a template error is a
+        // load error with its place, not a failure of every row.
+        let built = match &t.options {
+            TransformOptions::Llm(o) => transforms::Llm::new(o).map(|_| ()),
+            TransformOptions::Http(o) => transforms::Http::new(o).map(|_| ()),
+            _ => Ok(()),
+        };
+        if let Err(e) = built {
             errors.push(err_at(
                 config,
                 t.loc,
                 format!(
-                    "transform `{}`: plugin `{}` is not supported by this build yet",
+                    "transform `{}`: plugin `{}`: {e}",
                     t.name.value,
                     t.options.plugin()
                 ),
@@ -196,10 +211,10 @@ impl Condition for ExprCondition {
     }
 }
 
-fn config_hash(debug: &impl std::fmt::Debug) -> Hash32 {
+fn config_hash(debug: &impl std::fmt::Debug, secrets: &Redactor) -> Hash32 {
     // The parsed configuration's debug form: stable for one build of attest, which is what
-    // resume compares against.
-    Hash32::of(format!("{debug:?}").as_bytes())
+    // resume compares against. Secrets are taken out before it is hashed.
+    Hash32::of(secrets.text(&format!("{debug:?}")).as_bytes())
 }
 
 fn node_id(name: &str) -> Result<NodeId, String> {
@@ -223,6 +238,7 @@ fn source_id(config: &PipelineConfig) -> String {
 /// Builds the executable plan. Sources and sinks are opened separately (`open.rs`).
 pub fn plan(config: &PipelineConfig) -> Result<Plan, String> {
     let g = &config.graph;
+    let secrets = crate::config::secrets::secrets(config);
     // Plan node index of each graph node that is processed by the executor.
     let mut index = vec![None; g.nodes.len()];
     let mut n = 0;
@@ -280,7 +296,7 @@ pub fn plan(config: &PipelineConfig) -> Result<Plan, String> {
             crate::config::SourcePlugin::Csv => "csv".into(),
             crate::config::SourcePlugin::Json => "json".into(),
         },
-        config_hash: config_hash(&config.source),
+        config_hash: config_hash(&config.source, &secrets),
         path: config.source.options.path.value.clone(),
         on_success: success(src_node, "the source")?,
         on_validation_failure: edge(src_node, &|l| *l == EdgeLabel::ValidationFailure)
@@ -322,7 +338,7 @@ pub fn plan(config: &PipelineConfig) -> Result<Plan, String> {
                     id: node_id(&node.name)?,
                     kind: NodeKind::Transform,
                     plugin: t.options.plugin().into(),
-                    config_hash: config_hash(t),
+                    config_hash: config_hash(t, &secrets),
                     exec,
                 });
             }
@@ -364,7 +380,7 @@ pub fn plan(config: &PipelineConfig) -> Result<Plan, String> {
                     id: node_id(&node.name)?,
                     kind: NodeKind::Gate,
                     plugin: "gate".into(),
-                    config_hash: config_hash(gc),
+                    config_hash: config_hash(gc, &secrets),
                     exec: NodeExec::Gate {
                         condition: Box::new(ExprCondition(expr)),
                         routes,
@@ -407,7 +423,7 @@ pub fn plan(config: &PipelineConfig) -> Result<Plan, String> {
                     id: node_id(&node.name)?,
                     kind: NodeKind::Aggregation,
                     plugin: a.options.plugin().into(),
-                    config_hash: config_hash(a),
+                    config_hash: config_hash(a, &secrets),
                     exec: NodeExec::Aggregation {
                         plugin,
                         trigger: BatchTrigger {
@@ -443,7 +459,7 @@ pub fn plan(config: &PipelineConfig) -> Result<Plan, String> {
                     id: node_id(&node.name)?,
                     kind: NodeKind::Coalesce,
                     plugin: "coalesce".into(),
-                    config_hash: config_hash(c),
+                    config_hash: config_hash(c, &secrets),
                     exec: NodeExec::Coalesce {
                         policy: match c.policy {
                             CPolicy::RequireAll => CoalescePolicy::RequireAll,
@@ -490,7 +506,7 @@ pub fn plan(config: &PipelineConfig) -> Result<Plan, String> {
         sinks.push(SinkPlan {
             id: node_id(&s.name.value)?,
             plugin: format!("{:?}", s.plugin).to_lowercase(),
-            config_hash: config_hash(s),
+            config_hash: config_hash(s, &secrets),
             path: s.options.path.value.clone(),
             on_write_failure,
         });
@@ -566,6 +582,8 @@ fn transform(options: &TransformOptions) -> Result<Box<dyn Transform>, String> {
                 .map(|p| p.value.clone())
                 .collect::<Vec<_>>(),
         )?),
+        TransformOptions::Llm(o) => Box::new(transforms::Llm::new(o)?),
+        TransformOptions::Http(o) => Box::new(transforms::Http::new(o)?),
         other => {
             return Err(format!(
                 "plugin `{}` is not supported by this build yet",

@@ -207,6 +207,27 @@ impl Ledger {
         }
     }
 
+    /// The record of call `index` of `state` in `run`: its request hash and, once it has
+    /// one, its completion. Read-only, so that re-execution (`attest replay`, `resume`) can
+    /// answer calls from the record without writing anything.
+    pub fn call_record(
+        &self,
+        run: &RunId,
+        state: &StateId,
+        index: u32,
+    ) -> Result<Option<crate::projection::CallRec>> {
+        match self
+            .store()
+            .get_proj(run, &PKey::Call(state.clone(), index))?
+        {
+            None => Ok(None),
+            Some(crate::projection::PVal::Call(c)) => Ok(Some(c)),
+            Some(_) => Err(LedgerError::Corrupt(format!(
+                "call {index} of state {state} in run {run} has the wrong kind"
+            ))),
+        }
+    }
+
     /// Every run in the ledger, oldest first.
     pub fn runs(&self) -> Result<Vec<RunRec>> {
         let mut out = Vec::new();
@@ -461,6 +482,20 @@ impl StateHandle {
         response: Option<Vec<u8>>,
         latency_us: u64,
     ) -> Result<Receipt> {
+        self.complete_call_nowait(call, outcome, response, latency_us)?
+            .wait()
+    }
+
+    /// As [`StateHandle::complete_call`], without waiting: the writer applies commits in
+    /// the order they are sent, so anything sent after this (the state's close) follows
+    /// it; the caller checks the result later with [`Pending::wait`].
+    pub fn complete_call_nowait(
+        &self,
+        call: &CallHandle,
+        outcome: CallOutcome,
+        response: Option<Vec<u8>>,
+        latency_us: u64,
+    ) -> Result<Pending> {
         let mut commit = Commit::new();
         let response = response.map(|r| commit.payload(r));
         commit.push(Event::CallCompleted {
@@ -470,7 +505,7 @@ impl StateHandle {
             response,
             latency_us,
         });
-        self.run.submit(commit, Durability::Buffered)
+        self.run.submit_nowait(commit, Durability::Buffered)
     }
 
     /// Closes the state.

@@ -26,6 +26,7 @@ mod llm;
 mod names;
 mod plugins;
 mod schema;
+pub mod secrets;
 mod settings;
 mod sink;
 mod source;

@@ -275,6 +275,12 @@ pub fn reexecute_recorded(
                 workers,
                 interrupt: stop,
                 progress,
+                // Never sends: runs that made calls are refused above until the recorded
+                // backend's refusals are reported as divergences.
+                calls: Arc::new(crate::calls::RecordedBackend::new(
+                    ledger.clone(),
+                    run.clone(),
+                )),
             },
         )
         .map_err(|e| ReplayError::Start(e.to_string()))?

@@ -35,6 +35,8 @@ pub enum EngineError {
     Sink(String),
     #[error("internal error: {0}")]
     Internal(String),
+    #[error("external call: {0}")]
+    Call(#[from] crate::calls::CallFault),
 }
 
 impl From<SourceError> for EngineError {
@@ -62,7 +64,11 @@ impl RunStatus {
 }
 
 pub struct RunOptions {
+    /// Worker threads; a plan whose calling transforms need more rows in flight
+    /// ([`Plan::call_concurrency`]) gets that many instead.
     pub workers: usize,
+    /// Answers the plugins' external calls: live by default; from a record to re-execute.
+    pub calls: Arc<dyn crate::calls::CallBackend>,
     /// Set (e.g. by Ctrl-C) to stop reading; finished rows are still written.
     pub interrupt: Arc<AtomicBool>,
     /// Called with the number of rows written so far.
@@ -77,6 +83,7 @@ impl Default for RunOptions {
                 .unwrap_or(2),
             interrupt: Arc::new(AtomicBool::new(false)),
             progress: None,
+            calls: Arc::new(crate::calls::LiveBackend::new()),
         }
     }
 }
@@ -91,6 +98,8 @@ pub struct RunSummary {
     pub quarantined: u64,
     pub failed: u64,
     pub discarded: u64,
+    /// Rows that failed because an external service gave no usable answer.
+    pub unanswered: worker::Unanswered,
     pub elapsed: Duration,
     pub events: u64,
     pub head: Hash32,
@@ -160,14 +169,17 @@ pub fn execute(
     let run = ledger.start_run(start)?;
     run.submit(register(plan), Durability::Buffered)?;
     let abort = AtomicBool::new(false);
-    let workers = opts.workers.max(1);
+    // Rows waiting on external calls hold their worker: at least `pool_size` of them must
+    // be able to wait at once.
+    let workers = opts.workers.max(plan.call_concurrency()).max(1);
+    let calls = &opts.calls;
     let (ticket_tx, ticket_rx) = bounded::<()>(WINDOW);
     for _ in 0..WINDOW {
         let _ = ticket_tx.try_send(());
     }
     let (work_tx, work_rx) = bounded(workers * 4);
     let (msg_tx, msg_rx) = unbounded::<Msg>();
-    let mut sequencer = Sequencer::new(plan, &run, sinks, ticket_tx);
+    let mut sequencer = Sequencer::new(plan, &run, calls, sinks, ticket_tx);
     let mut failure: Option<EngineError> = None;
 
     std::thread::scope(|scope| {
@@ -220,7 +232,7 @@ pub fn execute(
                     if abort.load(Ordering::Relaxed) {
                         break;
                     }
-                    let r = worker::process_record(plan, run, i, rec);
+                    let r = worker::process_record(plan, run, calls, i, rec);
                     if msg_tx.send(Msg::Row(r)).is_err() {
                         break;
                     }
@@ -336,6 +348,7 @@ pub fn execute(
         discarded: 0,
         quarantined: 0,
         released: 0,
+        unanswered: Default::default(),
     });
     Ok(RunSummary {
         run_id: run.id().clone(),
@@ -350,6 +363,7 @@ pub fn execute(
         quarantined: totals.quarantined,
         failed: totals.failed,
         discarded: totals.discarded,
+        unanswered: totals.unanswered,
         elapsed: started.elapsed(),
         events: receipt.last_seq + 1,
         head: receipt.head,

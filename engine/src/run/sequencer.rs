@@ -11,12 +11,14 @@
 use super::batch::Batches;
 use super::coalesce::Coalescer;
 use super::io::{RowSink, SinkIoError, WriteError};
-use super::worker::{Delivery, DeliveryKind, Held, RowResult, Walker};
+use super::worker::{Delivery, DeliveryKind, Held, RowResult, Unanswered, Walker};
 use super::EngineError;
+use crate::calls::CallBackend;
 use crate::plan::{NodeExec, Plan, WriteFailure};
 use attest_ledger::{Commit, Durability, Event, Outcome, RunHandle, SinkWrite};
 use crossbeam_channel::Sender;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Rows written between two durable flushes. Each flush is an fsync per sink written to,
 /// so this trades the cost of fsyncs against how much is written but not yet recorded
@@ -32,6 +34,7 @@ const FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
 pub struct Sequencer<'a> {
     plan: &'a Plan,
     run: &'a RunHandle,
+    calls: &'a Arc<dyn CallBackend>,
     sinks: Vec<Option<Box<dyn RowSink>>>,
     tickets: Sender<()>,
     reorder: BTreeMap<u64, RowResult>,
@@ -48,6 +51,7 @@ pub struct Sequencer<'a> {
     pub failed: u64,
     pub discarded: u64,
     pub quarantined: u64,
+    pub unanswered: Unanswered,
     batches: Batches,
     coalesce: Coalescer,
     /// Events of the aggregations, coalesces and the walks they release, not yet sent.
@@ -58,6 +62,7 @@ impl<'a> Sequencer<'a> {
     pub fn new(
         plan: &'a Plan,
         run: &'a RunHandle,
+        calls: &'a Arc<dyn CallBackend>,
         sinks: Vec<Box<dyn RowSink>>,
         tickets: Sender<()>,
     ) -> Self {
@@ -65,6 +70,7 @@ impl<'a> Sequencer<'a> {
         Sequencer {
             plan,
             run,
+            calls,
             sinks: sinks.into_iter().map(Some).collect(),
             tickets,
             reorder: BTreeMap::new(),
@@ -77,6 +83,7 @@ impl<'a> Sequencer<'a> {
             failed: 0,
             discarded: 0,
             quarantined: 0,
+            unanswered: Unanswered::default(),
             batches: Batches::new(plan),
             coalesce: Coalescer::default(),
             structural: Commit::new(),
@@ -120,6 +127,7 @@ impl<'a> Sequencer<'a> {
         self.failed += r.failed;
         self.discarded += r.discarded;
         self.quarantined += r.quarantined;
+        self.unanswered.add(r.unanswered);
         for d in r.deliveries {
             self.deliver(d)?;
         }
@@ -131,7 +139,7 @@ impl<'a> Sequencer<'a> {
     fn settle(&mut self, mut held: Vec<Held>) -> Result<(), EngineError> {
         let plan = self.plan;
         while !held.is_empty() {
-            let mut w = Walker::new(plan, self.run.ledger());
+            let mut w = self.walker();
             for h in held.drain(..) {
                 match h {
                     Held::Arrived { node, token } => match plan.nodes.get(node).map(|n| &n.exec) {
@@ -163,17 +171,32 @@ impl<'a> Sequencer<'a> {
         Ok(())
     }
 
+    /// A walk for the sequencer's own tokens. It starts from the events the sequencer has
+    /// not sent yet, so that a walk reaching a calling plugin sends them first, in order
+    /// (see `worker.rs`); [`Sequencer::absorb`] takes back whatever is left unsent.
+    fn walker(&mut self) -> Walker<'a> {
+        let mut w = Walker::new(self.plan, self.run, self.calls);
+        w.commit = std::mem::take(&mut self.structural);
+        w
+    }
+
     /// Commits what the sequencer's own walk recorded and writes its rows; returns what
     /// it left held.
     fn absorb(&mut self, w: Walker) -> Result<Vec<Held>, EngineError> {
         let Walker {
             commit,
+            unconfirmed,
             deliveries,
             held,
             failed,
             discarded,
+            unanswered,
             ..
         } = w;
+        // Sent before anything that follows from this walk (a calling plugin's state and
+        // completions): checked with the worker commits, before the outcomes that follow.
+        self.commits.extend(unconfirmed);
+        self.unanswered.add(unanswered);
         // Gathered across rows and sent in groups: always after the commits of the rows
         // it follows (already sent), and always before the outcomes that depend on it
         // (`flush` sends it first); checked before those outcomes, like a worker's.
@@ -203,7 +226,7 @@ impl<'a> Sequencer<'a> {
     /// The timer fired: flush what has timed out, even while no row arrives.
     pub fn tick(&mut self) -> Result<(), EngineError> {
         let now = std::time::Instant::now();
-        let mut w = Walker::new(self.plan, self.run.ledger());
+        let mut w = self.walker();
         self.batches.expire(self.plan, now, &mut w)?;
         self.coalesce.expire(self.plan, now, &mut w)?;
         let held = self.absorb(w)?;
@@ -215,14 +238,14 @@ impl<'a> Sequencer<'a> {
     /// then resolve every waiting coalesce group, until nothing is held.
     pub fn end_of_source(&mut self) -> Result<(), EngineError> {
         while self.batches.any_open() || self.coalesce.waiting() {
-            let mut w = Walker::new(self.plan, self.run.ledger());
+            let mut w = self.walker();
             self.batches.flush_all(self.plan, &mut w)?;
             let held = self.absorb(w)?;
             self.settle(held)?;
             if self.batches.any_open() {
                 continue;
             }
-            let mut w = Walker::new(self.plan, self.run.ledger());
+            let mut w = self.walker();
             self.coalesce.close_all(self.plan, &mut w)?;
             let held = self.absorb(w)?;
             self.settle(held)?;
@@ -387,6 +410,7 @@ impl<'a> Sequencer<'a> {
             discarded: self.discarded,
             quarantined: self.quarantined,
             released: self.next,
+            unanswered: self.unanswered,
         })
     }
 }
@@ -397,4 +421,5 @@ pub struct SequencerTotals {
     pub discarded: u64,
     pub quarantined: u64,
     pub released: u64,
+    pub unanswered: Unanswered,
 }

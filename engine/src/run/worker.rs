@@ -1,15 +1,25 @@
 //! Processing one source record: everything a row does between the source and the sinks.
 //!
 //! A worker owns the row it processes and everything it records about it; the only shared
-//! things are the immutable plan and the ledger handle. The row's events are gathered into
-//! one commit (the plugins here make no external calls, so no state needs to be visible in
-//! the ledger before the row's work is done) and the rows bound for sinks are handed back
-//! for the sequencer to write in source order.
+//! things are the immutable plan, the ledger handle and the call backend. The row's events
+//! are gathered into one commit, and the rows bound for sinks are handed back for the
+//! sequencer to write in source order.
+//!
+//! A plugin that makes external calls needs its state in the ledger before the first call
+//! is allocated on it, so before such a plugin runs the events gathered so far (the
+//! state's opening included) are sent as a commit of their own, and each call's completion
+//! is sent as the plugin gets its answer; the rest of the row follows in its final commit.
+//! The writer applies commits in the order they are sent, so none of these is waited for
+//! on the way: the worker checks them after sending the row's final commit, and the
+//! sequencer still waits only on that last one. A row that meets no calling plugin is
+//! recorded in exactly one commit, as before.
 
 use super::io::{Quarantine, SourceRecord};
 use super::EngineError;
+use crate::calls::{CallBackend, CallContext, CallScope, Journal};
 use crate::plan::{
-    Condition, Expand, ForkBranch, NodeExec, NodePlan, Plan, Target, Transform, TransformError,
+    CallSpec, Condition, Expand, ForkBranch, NodeExec, NodePlan, Plan, Target, Transform,
+    TransformError,
 };
 use crate::value::{Row, Value};
 use attest_ledger::{
@@ -17,6 +27,7 @@ use attest_ledger::{
     Subject, TokenId,
 };
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// How a delivered row counts at its sink.
@@ -79,6 +90,25 @@ pub enum Held {
     },
 }
 
+/// Rows that ended `failed` because a calling plugin got no usable answer before its
+/// retries ran out (a dead, hanging or overloaded endpoint), and the first such error in
+/// row order. `attest run` exits 1 for these: the rows are recorded as ELSPETH records
+/// them, but the run did not do its work.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Unanswered {
+    pub rows: u64,
+    pub first: Option<String>,
+}
+
+impl Unanswered {
+    pub fn add(&mut self, other: Unanswered) {
+        self.rows += other.rows;
+        if self.first.is_none() {
+            self.first = other.first;
+        }
+    }
+}
+
 /// What one source record came to.
 #[derive(Default)]
 pub struct RowResult {
@@ -94,6 +124,7 @@ pub struct RowResult {
     pub failed: u64,
     pub discarded: u64,
     pub quarantined: u64,
+    pub unanswered: Unanswered,
 }
 
 /// Stores a row's canonical bytes in the payload store unless it is the value stored last.
@@ -154,10 +185,11 @@ pub fn ingest(
 pub fn process_record(
     plan: &Plan,
     run: &RunHandle,
+    calls: &Arc<dyn CallBackend>,
     row_index: u64,
     record: SourceRecord,
 ) -> Result<RowResult, EngineError> {
-    let mut w = Walker::new(plan, run.ledger());
+    let mut w = Walker::new(plan, run, calls);
     let mut quarantined = 0;
     let token = TokenId::for_row(row_index);
     match record.parsed {
@@ -184,25 +216,34 @@ pub fn process_record(
     }
     let Walker {
         commit,
+        unconfirmed,
         deliveries,
         held,
         failed,
         discarded,
+        unanswered,
         ..
     } = w;
+    // A row that went straight to an aggregation or coalesce recorded nothing yet.
+    let commit = if commit.items.is_empty() {
+        None
+    } else {
+        Some(run.submit_nowait(commit, Durability::Buffered)?)
+    };
+    // Commits sent before the last one are checked here, so that the sequencer need only
+    // wait on the last. The writer answers in order: by now they are (nearly) answered.
+    for p in unconfirmed {
+        p.wait()?;
+    }
     Ok(RowResult {
         row_index,
-        // A row that went straight to an aggregation or coalesce recorded nothing yet.
-        commit: if commit.items.is_empty() {
-            None
-        } else {
-            Some(run.submit_nowait(commit, Durability::Buffered)?)
-        },
+        commit,
         deliveries,
         held,
         failed,
         discarded,
         quarantined,
+        unanswered,
     })
 }
 
@@ -211,24 +252,35 @@ pub fn process_record(
 /// sequencer for the tokens that aggregations and coalesces release.
 pub struct Walker<'a> {
     plan: &'a Plan,
+    run: &'a RunHandle,
+    calls: &'a Arc<dyn CallBackend>,
+    /// Events not yet sent. Before a calling plugin runs they are sent on their own.
     pub commit: Commit,
+    /// Commits sent before `commit` (a calling plugin's state, its calls' completions),
+    /// not yet confirmed: whoever sends `commit` checks them after it.
+    pub unconfirmed: Vec<attest_ledger::Pending>,
     payloads: Payloads<'a>,
     pub deliveries: Vec<Delivery>,
     pub held: Vec<Held>,
     pub failed: u64,
     pub discarded: u64,
+    pub unanswered: Unanswered,
 }
 
 impl<'a> Walker<'a> {
-    pub fn new(plan: &'a Plan, ledger: &'a attest_ledger::Ledger) -> Walker<'a> {
+    pub fn new(plan: &'a Plan, run: &'a RunHandle, calls: &'a Arc<dyn CallBackend>) -> Walker<'a> {
         Walker {
             plan,
+            run,
+            calls,
             commit: Commit::new(),
-            payloads: Payloads::new(ledger),
+            unconfirmed: Vec::new(),
+            payloads: Payloads::new(run.ledger()),
             deliveries: Vec::new(),
             held: Vec::new(),
             failed: 0,
             discarded: 0,
+            unanswered: Unanswered::default(),
         }
     }
 
@@ -463,7 +515,11 @@ impl<'a> Walker<'a> {
         loop {
             let state = self.open(&token.id, node, attempt, in_hash);
             let started = Instant::now();
-            match plugin.process(&token.row) {
+            let result = match plugin.calls() {
+                None => plugin.process(&token.row, CallContext::none()),
+                Some(spec) => self.process_with_calls(plugin, spec, &state, &token.row)?,
+            };
+            match result {
                 Ok(out) => {
                     let out_hash = self.payloads.store_row(&out)?;
                     self.close(&state, StateResult::Completed { output: out_hash }, started);
@@ -485,19 +541,46 @@ impl<'a> Walker<'a> {
                     if attempt >= policy.max_attempts {
                         // ELSPETH: an exhausted retry fails the row; it does not go to
                         // on_error.
-                        return Ok(Flow::End(Outcome::Failed {
-                            error: format!(
-                                "{}: gave up after {attempt} attempt(s): {}",
-                                node.id,
-                                e.message()
-                            ),
-                        }));
+                        let error = format!(
+                            "{}: gave up after {attempt} attempt(s): {}",
+                            node.id,
+                            e.message()
+                        );
+                        if plugin.calls().is_some() {
+                            self.unanswered.add(Unanswered {
+                                rows: 1,
+                                first: Some(error.clone()),
+                            });
+                        }
+                        return Ok(Flow::End(Outcome::Failed { error }));
                     }
                     std::thread::sleep(policy.delay(attempt, jitter(&token.id, attempt)));
                     attempt += 1;
                 }
             }
         }
+    }
+
+    /// Runs a plugin that makes external calls: sends the row's events so far (so the
+    /// state exists in the ledger), opens the state for calls, runs the plugin, and closes
+    /// the state for calls before anything else is recorded on it. A call that could not be
+    /// recorded or (re-execution) answered stops the run, whatever the plugin made of it.
+    fn process_with_calls(
+        &mut self,
+        plugin: &dyn Transform,
+        spec: &CallSpec,
+        state: &StateId,
+        row: &Row,
+    ) -> Result<Result<Row, TransformError>, EngineError> {
+        let before = std::mem::take(&mut self.commit);
+        self.unconfirmed
+            .push(self.run.submit_nowait(before, Durability::Buffered)?);
+        let journal = Journal::Ledger(self.run.state_handle(state.clone()));
+        let (scope, ctx) = CallScope::open(journal, self.calls.clone(), spec.redactor.clone());
+        let result = plugin.process(row, ctx);
+        // Every call has sent its completion; they are checked with the row's commit.
+        self.unconfirmed.extend(scope.close_unconfirmed()?);
+        Ok(result)
     }
 
     #[allow(clippy::too_many_arguments)]
