@@ -1,18 +1,16 @@
 //! Re-execution through the engine's API: every example re-executes without divergence,
 //! and a pipeline changed after the run (mapping, threshold, source schema, sink schema,
 //! sink format, a route that now discards) is reported with the right code at the right
-//! seq, node and token. Purged rows are named as not re-executable, and runs that made
-//! external calls are refused rather than re-executed with live calls.
+//! seq, node and token. Purged rows are named as not re-executable; external calls are
+//! answered from the record and never sent.
 
 use attest_engine::build;
 use attest_engine::plan::{NodeExec, Plan, Target};
 use attest_engine::replay::{reexecute, DivergenceCode, ReexecOptions, ReplayError};
 use attest_engine::run::io::{RowSource, SourceError, SourceRecord};
 use attest_engine::run::{execute, RunOptions, RunStatus};
-use attest_ledger::{
-    CallOutcome, Commit, Durability, Event, FinalStatus, Hash32, Ledger, NodeId, NodeKind, Outcome,
-    RunId, RunStart, SinkWrite, StateResult, Subject, TokenId,
-};
+use attest_ledger::{CallOutcome, Event, Ledger, Outcome, RunId, RunStart};
+use attest_tests::fake_llm::{Answering, FakeLlm, Fault};
 use std::path::{Path, PathBuf};
 
 fn root() -> PathBuf {
@@ -133,11 +131,23 @@ fn every_example_re_executes_without_divergence() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    assert!(names.len() >= 9, "{names:?}");
+    assert!(names.len() >= 10, "{names:?}");
+    // The LLM example's run talks to a local server; its re-execution sends nothing.
+    let server = FakeLlm::bind("127.0.0.1:0", Answering::Sentiment).unwrap();
     for name in names {
         let dir = tempfile::tempdir().unwrap();
-        let (ledger, run, _) = recorded(&name, dir.path());
+        let (ledger, run) = if name == "llm-sentiment" {
+            let pipeline = llm_pipeline(dir.path(), &server, "", "");
+            let ledger = Ledger::open(dir.path().join("ledger")).unwrap();
+            let run = run_pipeline(&pipeline, &ledger);
+            (ledger, run)
+        } else {
+            let (ledger, run, _) = recorded(&name, dir.path());
+            (ledger, run)
+        };
+        let requests = server.requests();
         let r = reexecute(&ledger, &run, &ReexecOptions::new(&no_env)).unwrap();
+        assert_eq!(server.requests(), requests, "{name}: a request was sent");
         let c = r.comparison.as_ref().unwrap();
         assert_eq!(c.first, None, "{name}");
         assert_eq!(c.divergences, 0, "{name}");
@@ -371,79 +381,125 @@ fn purged_rows_are_named_and_nothing_is_re_executed() {
     assert!(report.payloads_purged > 0);
 }
 
-fn node(n: &str) -> NodeId {
-    NodeId::new(n).unwrap()
+/// The llm-sentiment example against a local server, with `from` replaced by `to`.
+fn llm_pipeline(dir: &Path, server: &FakeLlm, from: &str, to: &str) -> PathBuf {
+    let path = prepare("llm-sentiment", dir);
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("${LLM_BASE_URL:-http://127.0.0.1:8787/v1}", &server.url());
+    assert!(text.contains(from), "{from:?}");
+    std::fs::write(&path, text.replace(from, to)).unwrap();
+    path
 }
 
-/// A run that made an external call is not re-executed (a replay must never send a
-/// request), unless a call backend answering from the record is given.
+/// A replay of an LLM pipeline sends no request: every call is answered from the record,
+/// and the re-execution agrees with it.
 #[test]
-fn a_run_that_made_calls_is_refused_without_a_recorded_call_backend() {
+fn an_llm_run_re_executes_from_its_record_and_sends_nothing() {
+    let server = FakeLlm::bind("127.0.0.1:0", Answering::Sentiment).unwrap();
     let dir = tempfile::tempdir().unwrap();
+    let pipeline = llm_pipeline(dir.path(), &server, "", "");
     let ledger = Ledger::open(dir.path().join("ledger")).unwrap();
-    let config = std::fs::read(root().join("examples/threshold-gate/pipeline.yaml")).unwrap();
-    let run = ledger
-        .start_run(RunStart {
-            config,
-            engine_version: "test".into(),
-            started_at_ms: 1,
-        })
-        .unwrap();
-    let mut c = Commit::new();
-    for (n, kind) in [
-        ("source", NodeKind::Source),
-        ("rename", NodeKind::Transform),
-        ("output", NodeKind::Sink),
-    ] {
-        c.push(Event::NodeRegistered {
-            node: node(n),
-            kind,
-            plugin: "p".into(),
-            config_hash: Hash32::ZERO,
-        });
+    let run = run_pipeline(&pipeline, &ledger);
+    assert_eq!(server.requests(), 6);
+    let calls = events(&ledger, &run)
+        .iter()
+        .filter(|(_, e)| matches!(e, Event::CallAllocated { .. }))
+        .count();
+    assert_eq!(calls, 6);
+    for _ in 0..3 {
+        let r = reexecute(&ledger, &run, &ReexecOptions::new(&no_env)).unwrap();
+        let c = r.comparison.as_ref().unwrap();
+        assert_eq!(c.first, None, "{c:?}");
+        assert_eq!(c.compared, r.record_events);
     }
-    let row = c.payload(b"{}".to_vec());
-    c.push(Event::RowIngested {
-        row: 0,
-        source: node("source"),
-        payload: row,
-    });
-    run.submit(c, Durability::Buffered).unwrap();
-    let state = run
-        .open_state(Subject::Token(TokenId::for_row(0)), node("rename"), row)
-        .unwrap();
-    let call = state
-        .allocate_call("http", b"GET /".to_vec(), None)
-        .unwrap();
-    state
-        .complete_call(
-            &call,
-            CallOutcome::Responded { status: Some(200) },
-            Some(b"ok".to_vec()),
-            1,
-        )
-        .unwrap();
-    state
-        .close(StateResult::Completed { output: row }, 1)
-        .unwrap();
-    run.append(vec![
-        Event::TokenOutcome {
-            token: TokenId::for_row(0),
-            outcome: Outcome::Completed {
-                write: SinkWrite {
-                    sink: node("output"),
-                    ordinal: 0,
-                },
-            },
-        },
-        Event::RunFinished {
-            status: FinalStatus::Completed,
-        },
-    ])
-    .unwrap();
-    let err = reexecute(&ledger, run.id(), &ReexecOptions::new(&no_env)).unwrap_err();
-    assert!(matches!(err, ReplayError::Calls(_)), "{err}");
-    assert!(err.to_string().contains("made 1 external call(s)"), "{err}");
+    assert_eq!(server.requests(), 6, "re-execution sent a request");
+}
+
+/// A prompt changed after the run asks something the record cannot answer: the first
+/// such call, in the record's order of the calls re-execution made, is reported with its
+/// node, token and the recorded allocation's seq; nothing is sent.
+#[test]
+fn a_changed_prompt_is_call_request_changed_at_the_recorded_call() {
+    let server = FakeLlm::bind("127.0.0.1:0", Answering::Sentiment).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = llm_pipeline(dir.path(), &server, "", "");
+    let ledger = Ledger::open(dir.path().join("ledger")).unwrap();
+    let run = run_pipeline(&pipeline, &ledger);
+    let changed_pipeline = changed(
+        &pipeline,
+        "Review: {{ row.review }}",
+        "Text: {{ row.review }}",
+    );
+    let r = reexecute(&ledger, &run, &opts_with(&changed_pipeline)).unwrap();
+    let d = r.divergence().unwrap();
+    assert_eq!(d.code, DivergenceCode::CallRequestChanged, "{d}");
+    assert_eq!(d.node.as_deref(), Some("classify"));
+    let (seq, state) = events(&ledger, &run)
+        .into_iter()
+        .find_map(|(seq, e)| match e {
+            Event::CallAllocated { state, .. } if Some(seq) == d.seq => Some((seq, state)),
+            _ => None,
+        })
+        .expect("the divergence names a recorded call");
+    assert_eq!(Some(seq), d.seq);
+    assert_eq!(d.token.as_deref(), Some(state.subject.to_string().as_str()));
+    assert!(d.expected.starts_with("request ") && d.found.starts_with("request "));
+    assert_ne!(d.expected, d.found);
+    assert_eq!(server.requests(), 6, "re-execution sent a request");
+}
+
+/// A run that gave up on a call after one attempt, re-executed with retries: the retry's
+/// call is not in the record, which cannot say what the service would have answered.
+#[test]
+fn a_call_the_record_does_not_have_is_call_missing() {
+    let server = FakeLlm::bind("127.0.0.1:0", Answering::Sentiment).unwrap();
+    // One request answered 503 (retryable); with one attempt its row fails.
+    server.fail_next(1, Fault::Status(503));
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = llm_pipeline(
+        dir.path(),
+        &server,
+        "retry: {max_attempts: 3,",
+        "retry: {max_attempts: 1,",
+    );
+    let ledger = Ledger::open(dir.path().join("ledger")).unwrap();
+    let run = run_pipeline(&pipeline, &ledger);
+    let failed = events(&ledger, &run)
+        .into_iter()
+        .find_map(|(_, e)| match e {
+            Event::CallCompleted {
+                state,
+                outcome: CallOutcome::Errored { .. },
+                ..
+            } => Some(state),
+            _ => None,
+        })
+        .expect("one call failed");
+    let retried = changed(
+        &pipeline,
+        "retry: {max_attempts: 1,",
+        "retry: {max_attempts: 3,",
+    );
+    let requests = server.requests();
+    let r = reexecute(&ledger, &run, &opts_with(&retried)).unwrap();
+    let d = r.divergence().unwrap();
+    assert_eq!(d.code, DivergenceCode::CallMissing, "{d}");
+    assert_eq!(d.seq, None, "the record has no such call");
+    assert_eq!(d.node.as_deref(), Some("classify"));
+    assert_eq!(
+        d.token.as_deref(),
+        Some(failed.subject.to_string().as_str())
+    );
+    assert!(
+        d.found.contains(&format!(
+            "state {}#2",
+            failed.subject.to_string() + "@classify"
+        )),
+        "{}",
+        d.found
+    );
+    assert_eq!(server.requests(), requests, "re-execution sent a request");
 }
 
 /// batch-stats has 7 rows in batches of 3: a run that stops after its rows leaves the last

@@ -73,17 +73,45 @@ fn keys(v: &Value) -> BTreeSet<&str> {
 
 #[test]
 fn every_example_replays_and_re_executes_without_divergence() {
+    // The LLM example talks to the local server, for the run; its replay sends nothing.
+    let server = attest_tests::fake_llm::FakeLlm::bind(
+        "127.0.0.1:0",
+        attest_tests::fake_llm::Answering::Sentiment,
+    )
+    .unwrap();
     let s = Scratch::new();
     let mut names: Vec<String> = std::fs::read_dir(s.path().join("examples"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    assert!(names.len() >= 9, "{names:?}");
+    assert!(names.len() >= 10, "{names:?}");
     for name in &names {
-        let summary = run_json(&s, &format!("examples/{name}/pipeline.yaml"));
+        let out = s
+            .attest()
+            .args(["run", &format!("examples/{name}/pipeline.yaml"), "--json"])
+            .env("LLM_BASE_URL", server.url())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{name}");
+        let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
         let run = summary["run_id"].as_str().unwrap();
-        let (code, report) = replay(&s, &["--run", run]);
+        let before = server.requests();
+        let out = s
+            .attest()
+            .args(["replay", "--ledger", LEDGER, "--json", "--run", run])
+            .env("LLM_BASE_URL", server.url())
+            .output()
+            .unwrap();
+        let (code, report): (Option<i32>, Value) = (
+            out.status.code(),
+            serde_json::from_slice(&out.stdout).unwrap(),
+        );
+        assert_eq!(
+            server.requests(),
+            before,
+            "{name}: the replay sent a request"
+        );
         assert_eq!(code, Some(0), "{name}: {report}");
         assert_eq!(report["ok"], true, "{name}");
         assert_eq!(report["failure"], Value::Null, "{name}");
@@ -330,4 +358,59 @@ fn the_json_report_has_its_documented_keys() {
     assert_eq!(keys(&tampered["failure"]), failure);
     assert_eq!(tampered["failure"]["node"], Value::Null);
     assert_eq!(tampered["reexecution"], Value::Null);
+}
+
+/// A replay of an LLM pipeline sends no request: the local server counts none, whether
+/// the re-execution agrees with the record or asks something it cannot answer.
+#[test]
+fn replaying_an_llm_pipeline_sends_no_request() {
+    use attest_tests::fake_llm::{Answering, FakeLlm};
+    let server = FakeLlm::bind("127.0.0.1:0", Answering::Sentiment).unwrap();
+    let s = Scratch::new();
+    let pipeline = "examples/llm-sentiment/pipeline.yaml";
+    let out = s
+        .attest()
+        .args(["run", pipeline, "--json"])
+        .env("LLM_BASE_URL", server.url())
+        .env("OPENROUTER_API_KEY", "sk-or-replay-secret")
+        .env_remove("LLM_MODEL")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(server.requests(), 6);
+
+    // The same environment (another key: keys are redacted before anything is hashed).
+    let out = s
+        .attest()
+        .args(["replay", "--ledger", LEDGER, "--json"])
+        .env("LLM_BASE_URL", server.url())
+        .env("OPENROUTER_API_KEY", "sk-or-another-key")
+        .env_remove("LLM_MODEL")
+        .output()
+        .unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{report}");
+    assert_eq!(report["reexecution"]["divergences"], 0);
+    assert_eq!(
+        report["reexecution"]["compared"],
+        report["reexecution"]["record_events"]
+    );
+    assert_eq!(server.requests(), 6, "the replay sent a request");
+
+    // Another endpoint asks something else: refused from the record, still nothing sent.
+    let out = s
+        .attest()
+        .args(["replay", "--ledger", LEDGER, "--json"])
+        .env("LLM_BASE_URL", "http://127.0.0.1:9/v1")
+        .env_remove("LLM_MODEL")
+        .output()
+        .unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(4), "{report}");
+    assert_eq!(
+        report["failure"]["code"], "CALL_REQUEST_CHANGED",
+        "{report}"
+    );
+    assert_eq!(report["failure"]["node"], "classify");
+    assert_eq!(server.requests(), 6, "the replay sent a request");
 }

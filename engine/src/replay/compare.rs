@@ -45,7 +45,14 @@ pub enum DivergenceCode {
     ArtifactDiverged,
     /// Re-execution made a call the record does not have, or did not make a recorded one.
     CallMissing,
-    /// A call's request (or its recorded answer) differs.
+    /// A call asks something else than the recorded call at its (state, index): another
+    /// prompt, URL or body. Re-execution stops there: it cannot be answered.
+    CallRequestChanged,
+    /// The recorded call has no answer to give.
+    CallIncomplete,
+    /// The recorded answer cannot be read (purged, or not a call record).
+    CallUnreadable,
+    /// A call's completion differs: the plugin judged the recorded answer otherwise.
     CallDiverged,
     /// The run ended otherwise (completed / failed), or re-execution itself failed.
     RunDiverged,
@@ -62,6 +69,9 @@ impl DivergenceCode {
             DivergenceCode::BatchDiverged => "BATCH_DIVERGED",
             DivergenceCode::ArtifactDiverged => "ARTIFACT_DIVERGED",
             DivergenceCode::CallMissing => "CALL_MISSING",
+            DivergenceCode::CallRequestChanged => "CALL_REQUEST_CHANGED",
+            DivergenceCode::CallIncomplete => "CALL_INCOMPLETE",
+            DivergenceCode::CallUnreadable => "CALL_UNREADABLE",
             DivergenceCode::CallDiverged => "CALL_DIVERGED",
             DivergenceCode::RunDiverged => "RUN_DIVERGED",
         }

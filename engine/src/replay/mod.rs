@@ -14,10 +14,12 @@
 //! it. The first divergence in the record's order is reported with its code, seq, node and
 //! token. `docs/replay.md` is the user's description.
 //!
-//! Re-execution is made deterministic: retries do not wait, and batches and coalesce
-//! groups are not flushed by their timers (only by count, condition and end of source),
-//! since a timer fires with the clock, which re-execution cannot replay.
+//! External calls are answered from the record by (state, call index), never sent
+//! ([`calls`]). Re-execution is made deterministic: retries do not wait, and batches and
+//! coalesce groups are not flushed by their timers (only by count, condition and end of
+//! source), since a timer fires with the clock, which re-execution cannot replay.
 
+mod calls;
 pub mod compare;
 pub mod detail;
 mod record;
@@ -28,7 +30,7 @@ pub use compare::{Comparison, Divergence, DivergenceCode};
 pub use record::Recorder;
 
 use crate::build;
-use crate::config::{AggregationOptions, PipelineConfig, TransformOptions};
+use crate::config::PipelineConfig;
 use crate::plan::{NodeExec, Plan};
 use crate::run::{execute, RunOptions, RunStatus};
 use attest_ledger::{FinalStatus, Ledger, LedgerError, NodeId, NodeKind, RunId, RunStart};
@@ -41,12 +43,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Builds the executable plan from a configuration.
-///
-/// This is where plugins that make external calls get their client: re-execution must
-/// give them one that answers every call from the record, by (state, call index), and
-/// never sends it. The default, [`build::plan`], gives live clients, so with it a run or
-/// a pipeline that makes calls is refused (see [`ReexecOptions::answers_calls`]).
+/// Builds the executable plan from a configuration: [`build::plan`] unless a caller
+/// re-executes with a plan of its own making (tests change one to see what diverges).
 pub type PlanBuilder<'a> = dyn Fn(&PipelineConfig) -> Result<Plan, String> + 'a;
 
 /// How to re-execute.
@@ -62,10 +60,6 @@ pub struct ReexecOptions<'a> {
     pub workers: Option<usize>,
     /// Builds the plan; `None` is [`build::plan`].
     pub plan: Option<&'a PlanBuilder<'a>>,
-    /// Whether `plan` gives call-making plugins a client answering from the record. Until
-    /// one is given, a run that made calls (or a pipeline that would) is not re-executed,
-    /// so that a replay can never send a request.
-    pub answers_calls: bool,
 }
 
 impl<'a> ReexecOptions<'a> {
@@ -76,7 +70,6 @@ impl<'a> ReexecOptions<'a> {
             env,
             workers: None,
             plan: None,
-            answers_calls: false,
         }
     }
 }
@@ -89,8 +82,6 @@ pub enum ReplayError {
     Config(String),
     #[error("{0}")]
     Topology(String),
-    #[error("{0}")]
-    Calls(String),
     #[error(transparent)]
     Ledger(#[from] LedgerError),
     #[error("re-execution could not start: {0}")]
@@ -168,26 +159,8 @@ pub fn reexecute_recorded(
     }
     let record_events = comparator.expected_len() as u64;
 
-    let calls_refused = |what: String| {
-        ReplayError::Calls(format!(
-            "{what}: re-executing it needs a call backend that answers every call from the \
-             record, which this build does not have; nothing was re-executed (use --verify-only)"
-        ))
-    };
-    if !opts.answers_calls && recorded.calls > 0 {
-        return Err(calls_refused(format!(
-            "run {run} made {} external call(s)",
-            recorded.calls
-        )));
-    }
     let loaded = load_config(ledger, run, &recorded, opts)?;
     let config = &loaded.config;
-    if !opts.answers_calls && makes_calls(config) {
-        return Err(calls_refused(format!(
-            "{} has plugins that make external calls",
-            config.file
-        )));
-    }
     let mut plan = match opts.plan {
         Some(builder) => builder(config),
         None => build::plan(config),
@@ -238,6 +211,8 @@ pub fn reexecute_recorded(
         fail_at_end,
         unavailable.clone(),
     );
+    // Every call is answered from the record; nothing is sent.
+    let calls = Arc::new(calls::RecordedCalls::new(ledger.clone(), run.clone()));
     let summary = {
         let scratch = Ledger::scratch(observer)?;
         let workers = opts
@@ -275,12 +250,7 @@ pub fn reexecute_recorded(
                 workers,
                 interrupt: stop,
                 progress,
-                // Never sends: runs that made calls are refused above until the recorded
-                // backend's refusals are reported as divergences.
-                calls: Arc::new(crate::calls::RecordedBackend::new(
-                    ledger.clone(),
-                    run.clone(),
-                )),
+                calls: calls.clone(),
             },
         )
         .map_err(|e| ReplayError::Start(e.to_string()))?
@@ -306,9 +276,13 @@ pub fn reexecute_recorded(
     // The first divergence's recorded side is read back from the log (the comparison
     // holds digests); a read error shows as an event that could not be read back.
     let mut comparison = comparator.finish(&mut |seq| ledger.event_at(run, seq).ok().flatten());
-    // A re-execution that failed as a whole (not a row) is the divergence to report: what
-    // it then did not produce follows from it.
-    if summary.status == RunStatus::Failed && finished == Some(FinalStatus::Completed) {
+    // A call the record could not answer stopped the re-execution: it is the divergence to
+    // report, and so is a re-execution that failed as a whole (not a row) for another
+    // reason; what it then did not produce follows from either.
+    if let Some(d) = calls.divergence(ledger, run)? {
+        comparison.divergences += 1;
+        comparison.first = Some(d);
+    } else if summary.status == RunStatus::Failed && finished == Some(FinalStatus::Completed) {
         comparison.divergences += 1;
         comparison.first = Some(Divergence {
             code: DivergenceCode::RunDiverged,
@@ -364,19 +338,6 @@ fn load_config(
             build::load_text(text, Path::new(&name), opts.env).map_err(|e| errors(name, e))
         }
     }
-}
-
-/// Whether the configuration has plugins that make external calls.
-fn makes_calls(config: &PipelineConfig) -> bool {
-    config.transforms.iter().any(|t| {
-        matches!(
-            t.options,
-            TransformOptions::Llm(_) | TransformOptions::Http(_)
-        )
-    }) || config
-        .aggregations
-        .iter()
-        .any(|a| matches!(a.options, AggregationOptions::LlmBatch(_)))
 }
 
 /// Retries do not wait, and timers do not flush: see the module documentation.
