@@ -248,3 +248,62 @@ fn the_display_names_code_seq_node_and_token() {
         "{text}"
     );
 }
+
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Event `i` of a record of `n` rows: for each row, the mapper's state, the gate's
+    /// route and the token's outcome.
+    fn event(i: usize, salt: u8) -> Event {
+        let row = i / 3;
+        let token = format!("t{row}");
+        match i % 3 {
+            0 => closed(&token, "map", &[row as u8, salt]),
+            1 => route(&token, if salt % 2 == 0 { "true" } else { "false" }, "out"),
+            _ => outcome(&token, "out", row as u64 + u64::from(salt)),
+        }
+    }
+
+    proptest! {
+        /// Whatever order the re-executed events come in, an unchanged record agrees, and
+        /// a record with one result changed reports exactly that result's seq and code.
+        #[test]
+        fn any_one_changed_result_is_the_first_divergence(
+            rows in 1usize..40,
+            changed in any::<prop::sample::Index>(),
+            order in any::<u64>(),
+        ) {
+            let n = rows * 3;
+            let record: Vec<Event> = (0..n).map(|i| event(i, 0)).collect();
+            let mut again = record.clone();
+            // A deterministic shuffle from `order`.
+            let mut x = order | 1;
+            for i in (1..again.len()).rev() {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                again.swap(i, (x % (i as u64 + 1)) as usize);
+            }
+            let same = compare(&record, &again, Leniency::default());
+            prop_assert_eq!(same.first, None);
+            prop_assert_eq!(same.compared, n as u64);
+
+            let k = changed.index(n);
+            let pos = again.iter().position(|e| *e == record[k]).unwrap();
+            again[pos] = event(k, 1);
+            let c = compare(&record, &again, Leniency::default());
+            prop_assert_eq!(c.divergences, 1);
+            let d = c.first.unwrap();
+            prop_assert_eq!(d.seq, Some(k as u64 + 10));
+            let code = match k % 3 {
+                0 => DivergenceCode::OutputDiverged,
+                1 => DivergenceCode::RouteDiverged,
+                _ => DivergenceCode::OutcomeDiverged,
+            };
+            prop_assert_eq!(d.code, code);
+            let token = format!("t{}", k / 3);
+            prop_assert_eq!(d.token.as_deref(), Some(token.as_str()));
+        }
+    }
+}
