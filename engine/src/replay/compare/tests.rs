@@ -260,7 +260,15 @@ mod props {
         let token = format!("t{row}");
         match i % 3 {
             0 => closed(&token, "map", &[row as u8, salt]),
-            1 => route(&token, if salt % 2 == 0 { "true" } else { "false" }, "out"),
+            1 => route(
+                &token,
+                if salt.is_multiple_of(2) {
+                    "true"
+                } else {
+                    "false"
+                },
+                "out",
+            ),
             _ => outcome(&token, "out", row as u64 + u64::from(salt)),
         }
     }
