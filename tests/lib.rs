@@ -2,6 +2,7 @@
 //! holds a copy of the examples, so relative paths in the pipelines resolve there.
 
 pub mod crash;
+pub mod fake_llm;
 
 use assert_cmd::Command;
 use std::path::{Path, PathBuf};

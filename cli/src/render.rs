@@ -322,6 +322,9 @@ fn state_text(o: &mut String, s: &StateLineage) {
             short(&c.request_hash),
             c.response_hash.as_deref().map(short).unwrap_or("-")
         );
+        if let Some(e) = &c.error {
+            let _ = writeln!(o, "      error: {e}");
+        }
     }
 }
 

@@ -55,7 +55,7 @@ pub fn resume(
                 )));
             };
             let name = PathBuf::from(format!("{run} (recorded configuration)"));
-            let l = attest_engine::build::load_bytes(&bytes, &name, &env)
+            let l = attest_engine::build::load_text(bytes, &name, &env)
                 .map_err(|e| not_loaded(&name, e))?;
             (
                 l,

@@ -93,6 +93,7 @@ pub(crate) fn run_options(
             workers,
             interrupt,
             progress,
+            ..RunOptions::default()
         },
         bar,
     )
@@ -124,6 +125,9 @@ pub(crate) fn conclude(
         .ok();
     report(summary, dir, heads_log.as_deref(), json);
     match summary.status {
+        // Every row is accounted for, but some failed because a service did not answer:
+        // the run did not do its work (a dead endpoint is bad input, not a success).
+        RunStatus::Completed if summary.unanswered.rows > 0 => Code::RunFailed,
         RunStatus::Completed => Code::Ok,
         RunStatus::Interrupted => Code::Interrupted,
         RunStatus::Failed => Code::RunFailed,
@@ -151,11 +155,12 @@ fn report(s: &RunSummary, ledger: &Path, heads_log: Option<&Path>, json: bool) {
             "quarantined": s.quarantined,
             "failed": s.failed,
             "discarded": s.discarded,
+            "unanswered": s.unanswered.rows,
             "elapsed_ms": s.elapsed.as_millis() as u64,
             "events": s.events,
             "head": format!("{}:{}", s.events, s.head),
             "heads_log": heads_log.map(|p| p.display().to_string()),
-            "error": s.error,
+            "error": s.error.as_ref().or(s.unanswered.first.as_ref()),
         });
         println!("{v}");
         return;
@@ -179,7 +184,13 @@ fn report(s: &RunSummary, ledger: &Path, heads_log: Option<&Path>, json: bool) {
             p.display()
         );
     }
-    if let Some(e) = &s.error {
+    if s.unanswered.rows > 0 {
+        println!(
+            "  unanswered   {} (rows failed: an external service gave no usable answer)",
+            s.unanswered.rows
+        );
+    }
+    if let Some(e) = s.error.as_ref().or(s.unanswered.first.as_ref()) {
         println!("  error        {e}");
     }
     match s.status {

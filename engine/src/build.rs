@@ -26,6 +26,8 @@ pub const PLUGINS: &[(&str, &[&str])] = &[
             "truncate",
             "keyword_filter",
             "json_explode",
+            "llm (openrouter | openai | azure; single query)",
+            "http",
         ],
     ),
     (
@@ -37,10 +39,12 @@ pub const PLUGINS: &[(&str, &[&str])] = &[
     ("sink", &["csv", "json"]),
 ];
 
-/// A configuration that loaded, with the exact bytes it was read from (recorded in the
-/// ledger) and its warnings.
+/// A configuration that loaded, with the bytes it was read from, literal credentials
+/// removed (what the ledger records), and its warnings.
 pub struct Loaded {
     pub config: PipelineConfig,
+    /// The settings file's text with every literal secret replaced (`config::secrets`):
+    /// recorded and hashed as the run's configuration.
     pub text: Vec<u8>,
     pub warnings: Vec<String>,
 }
@@ -50,29 +54,46 @@ pub struct Loaded {
 pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Loaded, Vec<String>> {
     let config = crate::config::load_with_env(path, env)
         .map_err(|e| e.iter().map(|e| e.to_string()).collect::<Vec<_>>())?;
+    check(&config)?;
     let text =
         std::fs::read(path).map_err(|e| vec![format!("{}: cannot read: {e}", path.display())])?;
-    check(config, text)
+    // The loader has already refused a file that is not UTF-8.
+    let text = crate::config::secrets::redact_text(
+        &String::from_utf8_lossy(&text),
+        &crate::config::secrets::secrets(&config),
+    )
+    .into_bytes();
+    let warnings = config.warnings.iter().map(|w| w.to_string()).collect();
+    Ok(Loaded {
+        config,
+        text,
+        warnings,
+    })
 }
 
-/// As [`load`], from a configuration's bytes (the one a run recorded, for `attest
-/// resume`). `name` stands for the file in messages; relative paths in the configuration
-/// resolve from the current directory.
-pub fn load_bytes(
-    bytes: &[u8],
-    name: &Path,
+/// As [`load`], from the text of a settings file (a run's recorded configuration, which
+/// re-execution loads); `file` names it in messages.
+pub fn load_text(
+    text: Vec<u8>,
+    file: &Path,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Loaded, Vec<String>> {
-    let text = std::str::from_utf8(bytes)
-        .map_err(|e| vec![format!("{}: not valid UTF-8: {e}", name.display())])?;
-    let config = crate::config::parse_str(text, name, env)
+    let utf8 = std::str::from_utf8(&text)
+        .map_err(|e| vec![format!("{}: not valid UTF-8: {e}", file.display())])?;
+    let config = crate::config::parse_str(utf8, file, env)
         .map_err(|e| e.iter().map(|e| e.to_string()).collect::<Vec<_>>())?;
-    check(config, bytes.to_vec())
+    check(&config)?;
+    let warnings = config.warnings.iter().map(|w| w.to_string()).collect();
+    Ok(Loaded {
+        config,
+        text,
+        warnings,
+    })
 }
 
-/// Checks a parsed configuration as far as a run needs: conditions, and the plugins this
-/// build supports.
-fn check(config: PipelineConfig, text: Vec<u8>) -> Result<Loaded, Vec<String>> {
+/// The checks beyond the configuration format: conditions parse, and this build runs
+/// every plugin named.
+fn check(config: &PipelineConfig) -> Result<(), Vec<String>> {
     let mut errors: Vec<String> = Vec::new();
     if let Err(e) = config.validate_conditions(|src| {
         Expr::parse(src)
@@ -81,16 +102,12 @@ fn check(config: PipelineConfig, text: Vec<u8>) -> Result<Loaded, Vec<String>> {
     }) {
         errors.extend(e.iter().map(|e| e.to_string()));
     }
-    errors.extend(check_supported(&config));
-    if !errors.is_empty() {
-        return Err(errors);
+    errors.extend(check_supported(config));
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
     }
-    let warnings = config.warnings.iter().map(|w| w.to_string()).collect();
-    Ok(Loaded {
-        config,
-        text,
-        warnings,
-    })
 }
 
 fn err_at(config: &PipelineConfig, loc: Loc, message: String) -> String {
@@ -107,15 +124,19 @@ fn err_at(config: &PipelineConfig, loc: Loc, message: String) -> String {
 fn check_supported(config: &PipelineConfig) -> Vec<String> {
     let mut errors = Vec::new();
     for t in &config.transforms {
-        if matches!(
-            t.options,
-            TransformOptions::Llm(_) | TransformOptions::Http(_)
-        ) {
+        // The calling plugins compile their templates here, so that a template error is a
+        // load error with its place, not a failure of every row.
+        let built = match &t.options {
+            TransformOptions::Llm(o) => transforms::Llm::new(o).map(|_| ()),
+            TransformOptions::Http(o) => transforms::Http::new(o).map(|_| ()),
+            _ => Ok(()),
+        };
+        if let Err(e) = built {
             errors.push(err_at(
                 config,
                 t.loc,
                 format!(
-                    "transform `{}`: plugin `{}` is not supported by this build yet",
+                    "transform `{}`: plugin `{}`: {e}",
                     t.name.value,
                     t.options.plugin()
                 ),
@@ -570,6 +591,8 @@ fn transform(options: &TransformOptions) -> Result<Box<dyn Transform>, String> {
                 .map(|p| p.value.clone())
                 .collect::<Vec<_>>(),
         )?),
+        TransformOptions::Llm(o) => Box::new(transforms::Llm::new(o)?),
+        TransformOptions::Http(o) => Box::new(transforms::Http::new(o)?),
         other => {
             return Err(format!(
                 "plugin `{}` is not supported by this build yet",

@@ -11,7 +11,7 @@ use crate::value::{Row, Value};
 use attest_ledger::Hash32;
 use std::collections::BTreeMap;
 
-fn schema(s: &config::Schema) -> formats::Schema {
+pub(crate) fn schema(s: &config::Schema) -> formats::Schema {
     formats::Schema {
         mode: s.mode,
         fields: s

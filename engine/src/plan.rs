@@ -2,8 +2,12 @@
 //! targets. The configuration loader builds it (`build.rs`); the executor only ever sees
 //! this, so plugins and wiring are decided once, before the run starts.
 
+/// Plugins receive it; re-exported so that implementing [`Transform`] needs only this module.
+pub use crate::calls::CallContext;
+use crate::calls::Redactor;
 use crate::value::{Row, Value};
 use attest_ledger::{Hash32, NodeId, NodeKind};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Where a token goes next.
@@ -53,9 +57,30 @@ impl TransformError {
 }
 
 /// A row transform. Instances are shared by all workers: `process` takes `&self`, and any
-/// per-row context arrives by value, never through shared mutable state.
+/// per-row context arrives by value, never through shared mutable state (seed 001).
 pub trait Transform: Send + Sync {
-    fn process(&self, row: &Row) -> Result<Row, TransformError>;
+    /// `ctx` belongs to this one execution (one attempt of this node on this token): a
+    /// plugin that makes external calls makes them through it, and they are recorded
+    /// under this execution's state. Other plugins get [`CallContext::none`].
+    fn process(&self, row: &Row, ctx: CallContext) -> Result<Row, TransformError>;
+
+    /// `Some` for a plugin that makes external calls. The executor then commits the row's
+    /// events so far (its state must be in the ledger before a call is allocated on it)
+    /// and hands the plugin a context bound to the state. Plugins that make no calls keep
+    /// the default, and their rows keep being recorded in one commit.
+    fn calls(&self) -> Option<&CallSpec> {
+        None
+    }
+}
+
+/// What the executor needs to know about a plugin that makes external calls.
+#[derive(Clone, Debug)]
+pub struct CallSpec {
+    /// The plugin's secrets, removed from everything recorded about its calls.
+    pub redactor: Arc<Redactor>,
+    /// Rows that must be able to wait on this plugin's calls at once (`pool_size`): the
+    /// run uses at least this many workers.
+    pub concurrency: usize,
 }
 
 /// A transform that turns one row into any number of rows (`json_explode`): the parent
@@ -229,4 +254,19 @@ pub struct Plan {
     /// Every edge for the ledger's registration: (from, to, label).
     pub edges: Vec<(NodeId, NodeId, String)>,
     pub retry: RetryPolicy,
+}
+
+impl Plan {
+    /// Rows that must be able to wait on external calls at once: the largest
+    /// [`CallSpec::concurrency`] of the plan's transforms (0 when none makes calls).
+    pub fn call_concurrency(&self) -> usize {
+        self.nodes
+            .iter()
+            .filter_map(|n| match &n.exec {
+                NodeExec::Transform { plugin, .. } => plugin.calls().map(|c| c.concurrency),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0)
+    }
 }

@@ -50,7 +50,7 @@ fn mix(a: u64, b: u64) -> u64 {
 }
 
 impl Transform for Erratic {
-    fn process(&self, row: &Row) -> Result<Row, TransformError> {
+    fn process(&self, row: &Row, _ctx: CallContext) -> Result<Row, TransformError> {
         let id = row.get("id").and_then(Value::as_u64).unwrap_or(0);
         let h = mix(id, self.salt);
         if h % 100 < self.rate {

@@ -164,7 +164,7 @@ fn lineage(ledger: &Ledger, s: &RunSummary, token: &str) -> Lineage {
 struct Flaky(Mutex<HashMap<u64, u32>>);
 
 impl Transform for Flaky {
-    fn process(&self, row: &Row) -> Result<Row, TransformError> {
+    fn process(&self, row: &Row, _ctx: CallContext) -> Result<Row, TransformError> {
         let key = row["id"].as_u64().unwrap();
         let mut tries = self.0.lock().unwrap();
         let n = tries.entry(key).or_default();

@@ -48,7 +48,7 @@ impl RowSink for MemSink {
 /// Sleeps a pseudo-random time so workers finish out of order, then doubles `score`.
 struct Jittery;
 impl Transform for Jittery {
-    fn process(&self, row: &Row) -> Result<Row, TransformError> {
+    fn process(&self, row: &Row, _ctx: CallContext) -> Result<Row, TransformError> {
         let id = row.get("id").and_then(Value::as_u64).unwrap_or(0);
         std::thread::sleep(std::time::Duration::from_micros((id * 7919) % 300));
         let Some(score) = row.get("score").and_then(Value::as_i64) else {

@@ -110,6 +110,7 @@ fn opts(stop: &Arc<AtomicBool>) -> RunOptions {
         workers: 3,
         interrupt: stop.clone(),
         progress: None,
+        ..RunOptions::default()
     }
 }
 
@@ -480,8 +481,9 @@ fn a_row_recorded_with_another_result_fails_the_resumed_run() {
         .unwrap()
         .unwrap();
     let payload = ledger.put_value(&record.raw).unwrap();
+    let handle = ledger.run(&id).unwrap();
     let (commit, _) =
-        attest_engine::run::worker::walk_record(&plan, &ledger, next, record).unwrap();
+        attest_engine::run::worker::walk_record(&plan, &handle, next, record).unwrap();
     let mut events = vec![
         Event::RunResumed {
             reason: "test".into(),

@@ -306,6 +306,23 @@ mod tests {
         assert!(read_segment(&bad).next().unwrap().is_err());
     }
 
+    /// The newest variant's vector in `docs/ledger-format.md` Appendix A: its index is
+    /// 22, after every variant that existed before it.
+    #[test]
+    fn row_detail_encodes_as_documented() {
+        let ev = Event::RowDetail {
+            row: 3,
+            detail: Hash32::of(b"row"),
+        };
+        let bytes = encode(&ev).unwrap();
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            hex,
+            "160306f1a15f1e5e38208ceeeb21d27bf5e07ce8b01afd9148419bbe14fd51daa65e"
+        );
+        assert_eq!(decode::<Event>(&bytes).unwrap(), ev);
+    }
+
     #[test]
     fn decode_rejects_trailing_bytes_and_hostile_lengths() {
         let mut bytes = encode(&sample()).unwrap();

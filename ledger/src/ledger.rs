@@ -24,6 +24,8 @@ struct Inner {
     /// Only `None` while dropping.
     tx: Option<Sender<Cmd>>,
     writer: Option<JoinHandle<()>>,
+    /// A scratch ledger (see [`crate::scratch`]) stores no payloads.
+    scratch: bool,
 }
 
 impl Drop for Inner {
@@ -111,13 +113,27 @@ impl Ledger {
 
     /// Opens with sled's node cache bounded to `cache_bytes`.
     pub fn open_with_cache(dir: impl AsRef<Path>, cache_bytes: u64) -> Result<Ledger> {
-        let store = Arc::new(Store::open(dir.as_ref(), cache_bytes)?);
-        let (tx, handle) = writer::spawn(store.clone())?;
+        Ledger::with_writer(
+            Store::open(dir.as_ref(), cache_bytes)?,
+            false,
+            writer::spawn,
+        )
+    }
+
+    /// A ledger on `store` whose commands go to the writer `spawn` starts.
+    pub(crate) fn with_writer(
+        store: Store,
+        scratch: bool,
+        spawn: impl FnOnce(Arc<Store>) -> Result<(Sender<Cmd>, JoinHandle<()>)>,
+    ) -> Result<Ledger> {
+        let store = Arc::new(store);
+        let (tx, handle) = spawn(store.clone())?;
         Ok(Ledger {
             inner: Arc::new(Inner {
                 store,
                 tx: Some(tx),
                 writer: Some(handle),
+                scratch,
             }),
         })
     }
@@ -191,6 +207,27 @@ impl Ledger {
         }
     }
 
+    /// The record of call `index` of `state` in `run`: its request hash and, once it has
+    /// one, its completion. Read-only, so that re-execution (`attest replay`, `resume`) can
+    /// answer calls from the record without writing anything.
+    pub fn call_record(
+        &self,
+        run: &RunId,
+        state: &StateId,
+        index: u32,
+    ) -> Result<Option<crate::projection::CallRec>> {
+        match self
+            .store()
+            .get_proj(run, &PKey::Call(state.clone(), index))?
+        {
+            None => Ok(None),
+            Some(crate::projection::PVal::Call(c)) => Ok(Some(c)),
+            Some(_) => Err(LedgerError::Corrupt(format!(
+                "call {index} of state {state} in run {run} has the wrong kind"
+            ))),
+        }
+    }
+
     /// Every run in the ledger, oldest first.
     pub fn runs(&self) -> Result<Vec<RunRec>> {
         let mut out = Vec::new();
@@ -222,6 +259,9 @@ impl Ledger {
     /// their hash. Durable with the next flush.
     pub fn put_payload(&self, bytes: &[u8]) -> Result<Hash32> {
         let hash = Hash32::of(bytes);
+        if self.inner.scratch {
+            return Ok(hash);
+        }
         let key = crate::projection::payload_key(&hash);
         let store = self.store();
         // A blind insert: content addressing makes rewriting the same bytes harmless, and
@@ -442,6 +482,20 @@ impl StateHandle {
         response: Option<Vec<u8>>,
         latency_us: u64,
     ) -> Result<Receipt> {
+        self.complete_call_nowait(call, outcome, response, latency_us)?
+            .wait()
+    }
+
+    /// As [`StateHandle::complete_call`], without waiting: the writer applies commits in
+    /// the order they are sent, so anything sent after this (the state's close) follows
+    /// it; the caller checks the result later with [`Pending::wait`].
+    pub fn complete_call_nowait(
+        &self,
+        call: &CallHandle,
+        outcome: CallOutcome,
+        response: Option<Vec<u8>>,
+        latency_us: u64,
+    ) -> Result<Pending> {
         let mut commit = Commit::new();
         let response = response.map(|r| commit.payload(r));
         commit.push(Event::CallCompleted {
@@ -451,7 +505,7 @@ impl StateHandle {
             response,
             latency_us,
         });
-        self.run.submit(commit, Durability::Buffered)
+        self.run.submit_nowait(commit, Durability::Buffered)
     }
 
     /// Closes the state.

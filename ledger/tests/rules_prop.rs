@@ -316,7 +316,8 @@ impl Model {
             | Event::EdgeRegistered { .. }
             | Event::RouteDecided { .. }
             | Event::ArtifactWritten { .. }
-            | Event::Checkpoint { .. } => {}
+            | Event::Checkpoint { .. }
+            | Event::RowDetail { .. } => {}
         }
     }
 
@@ -535,6 +536,11 @@ impl Sim {
                 source: n("src"),
                 payload,
             });
+            // Some rows carry what re-execution needs beyond their payload.
+            if (a + i as u32).is_multiple_of(4) {
+                let detail = commit.payload(format!("{{\"order\":{a}}}").into_bytes());
+                events.push(Event::RowDetail { row, detail });
+            }
         }
         commit.items = events.iter().cloned().map(Item::Event).collect();
         // Durable commits cost an fsync: keep them rare.
@@ -1282,6 +1288,7 @@ enum Bad {
     TokenBuffered,
     SecondRunStarted,
     DuplicateToken,
+    DetailOfMissingRow,
 }
 
 const ALL_BAD: &[Bad] = &[
@@ -1319,6 +1326,7 @@ const ALL_BAD: &[Bad] = &[
     Bad::TokenBuffered,
     Bad::SecondRunStarted,
     Bad::DuplicateToken,
+    Bad::DetailOfMissingRow,
 ];
 
 /// How the bad event is sent.
@@ -2329,6 +2337,14 @@ impl Sim {
                     }
                 };
                 refuse(BatchMembership, code, vec![event])
+            }
+            Bad::DetailOfMissingRow => {
+                // A row detail for a row the run has not ingested (yet).
+                let event = Event::RowDetail {
+                    row: self.m.rows + u64::from(v),
+                    detail: self.pool(a),
+                };
+                refuse(References, "DANGLING_ROW", vec![event])
             }
             Bad::SecondRunStarted => refuse(
                 RunLifecycle,

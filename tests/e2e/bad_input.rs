@@ -3,6 +3,7 @@
 //! what is wrong and where), and what the ledger holds afterwards (either no run was
 //! started, or every recorded run passes `attest replay`: no half-written record).
 
+use attest_tests::fake_llm::{FakeLlm, Fault};
 use attest_tests::Scratch;
 use std::path::Path;
 use std::process::Output;
@@ -371,17 +372,104 @@ fn config_invalid_pool_option() {
     );
 }
 
-/// The matrix's LLM rows (endpoint refuses, hangs, returns garbage) need the `llm`
-/// transform, which this build does not run yet: such a pipeline is refused before any
-/// call is made or any run recorded. When `llm` lands, this test fails and is replaced by
-/// those rows against a local server.
-#[test]
-fn llm_pipeline_is_refused_before_any_call() {
-    let s = with_llm("base_url: 'http://127.0.0.1:9/v1', timeout_seconds: 1");
-    expect_config_error(
-        &s,
-        &["bad.yaml:13:3: transform `ask`: plugin `llm` is not supported by this build yet"],
+/// An `llm` pipeline (threshold-gate with `ask` before `rename`) whose endpoint is at
+/// `base_url`, with a quick retry policy of two attempts.
+fn with_llm_endpoint(base_url: &str, timeout_seconds: f64) -> Scratch {
+    let s = with_llm(&format!(
+        "base_url: '{base_url}', timeout_seconds: {timeout_seconds}"
+    ));
+    let text = s.read("bad.yaml");
+    s.write(
+        "bad.yaml",
+        &format!("{text}retry: {{max_attempts: 2, initial_delay_seconds: 0.01, max_delay_seconds: 0.1}}\n"),
     );
+    s
+}
+
+/// The lineage of source row 0 as text.
+fn lineage_row0(s: &Scratch) -> String {
+    let out = s
+        .attest()
+        .args(["lineage", "--ledger", LEDGER, "--row", "0"])
+        .output()
+        .expect("attest lineage");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Nothing listens at the endpoint: every attempt's call is refused and recorded so; the
+/// rows end failed once their retries run out, and the run exits 1 naming the transform
+/// and the error.
+#[test]
+fn llm_endpoint_refuses_connections() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let s = with_llm_endpoint(&format!("http://127.0.0.1:{port}/v1"), 1.0);
+    let out = run(&s, "bad.yaml");
+    expect(
+        &out,
+        1,
+        &[
+            "unanswered   6 (rows failed: an external service gave no usable answer)",
+            "error        ask: gave up after 2 attempt(s): {\"reason\":\"network_error\",\"kind\":\"refused\"",
+        ],
+    );
+    assert_eq!(
+        ledger_state(&s, LEDGER),
+        Ledger::Verified(vec!["completed".into()])
+    );
+    let l = lineage_row0(&s);
+    assert_eq!(l.matches("      error: refused: ").count(), 2, "{l}");
+}
+
+/// The endpoint accepts the request and never answers: each call times out after
+/// `timeout_seconds` and is recorded as a timeout.
+#[test]
+fn llm_endpoint_hangs() {
+    let server = FakeLlm::start();
+    server.fail_always(Some(Fault::Hang));
+    let s = with_llm_endpoint(&server.url(), 0.5);
+    let out = run(&s, "bad.yaml");
+    expect(
+        &out,
+        1,
+        &[
+            "unanswered   6 (rows failed: an external service gave no usable answer)",
+            "error        ask: gave up after 2 attempt(s): {\"reason\":\"network_error\",\"kind\":\"timeout\"",
+        ],
+    );
+    assert_eq!(server.requests(), 12);
+    assert_eq!(
+        ledger_state(&s, LEDGER),
+        Ledger::Verified(vec!["completed".into()])
+    );
+    assert_eq!(
+        lineage_row0(&s).matches("      error: timeout: ").count(),
+        2
+    );
+}
+
+/// The endpoint answers 200 with a body that is not JSON: a permanent error, so each row
+/// goes to `on_error` (here `discard`) after one call, with the error on the state and
+/// on the call, and the run completes.
+#[test]
+fn llm_endpoint_returns_garbage() {
+    let server = FakeLlm::start();
+    server.fail_always(Some(Fault::MalformedJson));
+    let s = with_llm_endpoint(&server.url(), 5.0);
+    let out = run(&s, "bad.yaml");
+    expect(&out, 0, &["discarded    6"]);
+    assert_eq!(server.requests(), 6);
+    assert_eq!(
+        ledger_state(&s, LEDGER),
+        Ledger::Verified(vec!["completed".into()])
+    );
+    let l = lineage_row0(&s);
+    // On the state and on its call.
+    let error = "error: {\"reason\":\"llm_call_failed\",\"error\":\"the response is not valid JSON";
+    assert_eq!(l.matches(error).count(), 2, "{l}");
 }
 
 #[test]

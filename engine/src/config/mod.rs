@@ -27,6 +27,7 @@ mod llm;
 mod names;
 mod plugins;
 mod schema;
+pub mod secrets;
 mod settings;
 mod sink;
 mod source;
@@ -68,6 +69,19 @@ use error::Diagnostics;
 /// Loads a settings file, expanding `${VAR}` from the process environment.
 pub fn load(path: impl AsRef<Path>) -> Result<PipelineConfig, ConfigErrors> {
     load_with_env(path, &|name| std::env::var(name).ok())
+}
+
+/// The node hashes of `text` with its literal secrets removed, as the run records the text
+/// (`secrets::redact_text`), when there were any: a secret is never hashed, and a file
+/// with a literal key hashes as the configuration its run recorded, which `attest resume`
+/// compares. `None` when the text holds no literal secret.
+fn redacted_node_hashes(text: &str, config: &PipelineConfig) -> Option<NodeHashes> {
+    let redacted = secrets::redact_text(text, &secrets::secrets(config));
+    if redacted == text {
+        return None;
+    }
+    let mut d = Diagnostics::new(String::new());
+    yaml::parse(&redacted, &mut d).map(|root| canonical::node_hashes(&root))
 }
 
 /// Loads a settings file, expanding `${VAR}` through `env`.
@@ -130,7 +144,7 @@ pub fn parse_str(
         let node_hashes = canonical::node_hashes(&root);
         env::expand_tree(&mut root, env, &mut d);
         let mut config = settings::parse_pipeline(&root, text, base_dir, &mut d)?;
-        config.node_hashes = node_hashes;
+        config.node_hashes = redacted_node_hashes(text, &config).unwrap_or(node_hashes);
         Some(config)
     });
     let (errors, warnings) = d.finish();

@@ -40,6 +40,8 @@ pub enum EngineError {
     /// A resumed run found that re-running a row does not give what the run recorded.
     #[error("resume: {0}")]
     Resume(String),
+    #[error("external call: {0}")]
+    Call(#[from] crate::calls::CallFault),
 }
 
 impl From<SourceError> for EngineError {
@@ -67,7 +69,11 @@ impl RunStatus {
 }
 
 pub struct RunOptions {
+    /// Worker threads; a plan whose calling transforms need more rows in flight
+    /// ([`Plan::call_concurrency`]) gets that many instead.
     pub workers: usize,
+    /// Answers the plugins' external calls: live by default; from a record to re-execute.
+    pub calls: Arc<dyn crate::calls::CallBackend>,
     /// Set (e.g. by Ctrl-C) to stop reading; finished rows are still written.
     pub interrupt: Arc<AtomicBool>,
     /// Called with the number of rows written so far.
@@ -82,6 +88,7 @@ impl Default for RunOptions {
                 .unwrap_or(2),
             interrupt: Arc::new(AtomicBool::new(false)),
             progress: None,
+            calls: Arc::new(crate::calls::LiveBackend::new()),
         }
     }
 }
@@ -96,6 +103,8 @@ pub struct RunSummary {
     pub quarantined: u64,
     pub failed: u64,
     pub discarded: u64,
+    /// Rows that failed because an external service gave no usable answer.
+    pub unanswered: worker::Unanswered,
     pub elapsed: Duration,
     pub events: u64,
     pub head: Hash32,
@@ -191,7 +200,10 @@ pub(crate) fn drive(
 ) -> Result<RunSummary, EngineError> {
     let run = run.clone();
     let abort = AtomicBool::new(false);
-    let workers = opts.workers.max(1);
+    // Rows waiting on external calls hold their worker: at least `pool_size` of them must
+    // be able to wait at once.
+    let workers = opts.workers.max(plan.call_concurrency()).max(1);
+    let calls = &opts.calls;
     let (ticket_tx, ticket_rx) = bounded::<()>(WINDOW);
     for _ in 0..WINDOW {
         let _ = ticket_tx.try_send(());
@@ -201,7 +213,7 @@ pub(crate) fn drive(
     let mut failure: Option<EngineError> = None;
     let (mut sequencer, ingested) = match begin {
         Begin::Fresh(sinks) => {
-            let mut s = Sequencer::new(plan, &run, sinks, ticket_tx);
+            let mut s = Sequencer::new(plan, &run, calls, sinks, ticket_tx);
             if let Err(e) = s.record_positions_before_run() {
                 failure = Some(e);
             }
@@ -212,11 +224,13 @@ pub(crate) fn drive(
             restored,
             ingested,
         } => (
-            Sequencer::resume(plan, &run, sinks, ticket_tx, restored),
+            Sequencer::resume(plan, &run, calls, sinks, ticket_tx, restored),
             ingested,
         ),
     };
     let first_row = sequencer.released();
+    // What the rows a resumed run reads again are checked against.
+    let record = resume::applied::Record::new(run.ledger().clone(), run.id().clone());
     if failure.is_some() {
         // Nothing is read: the run ends failed below.
         abort.store(true, Ordering::Relaxed);
@@ -274,6 +288,7 @@ pub(crate) fn drive(
             let work_rx = work_rx.clone();
             let msg_tx = msg_tx.clone();
             let run = &run;
+            let record = &record;
             let abort = &abort;
             scope.spawn(move || {
                 while let Ok((i, rec)) = work_rx.recv() {
@@ -281,9 +296,9 @@ pub(crate) fn drive(
                         break;
                     }
                     let r = if i < ingested {
-                        resume::reprocess(plan, run, i, rec)
+                        worker::reprocess_record(plan, run, calls, record, i, rec)
                     } else {
-                        worker::process_record(plan, run, i, rec)
+                        worker::process_record(plan, run, calls, i, rec)
                     };
                     if msg_tx.send(Msg::Row(r)).is_err() {
                         break;
@@ -403,6 +418,7 @@ pub(crate) fn drive(
         discarded: 0,
         quarantined: 0,
         released: 0,
+        unanswered: Default::default(),
     });
     Ok(RunSummary {
         run_id: run.id().clone(),
@@ -417,6 +433,7 @@ pub(crate) fn drive(
         quarantined: totals.quarantined,
         failed: totals.failed,
         discarded: totals.discarded,
+        unanswered: totals.unanswered,
         elapsed: started.elapsed(),
         events: receipt.last_seq + 1,
         head: receipt.head,
@@ -485,6 +502,8 @@ fn read_chunks(
 ) -> Result<(), EngineError> {
     let mut done = false;
     let mut failed = None;
+    // What re-execution needs of each row beyond its payload (field order, quarantine rows).
+    let mut details = crate::replay::detail::DetailRecorder::new();
     while !done {
         let Ok(first) = records.recv() else { break };
         let mut chunk = Vec::with_capacity(INGEST_CHUNK);
@@ -498,8 +517,12 @@ fn read_chunks(
             match item {
                 Ok(rec) => {
                     let row = *rows + chunk.len() as u64;
+                    // A resumed run reads again the rows its first process ingested;
+                    // they are recorded once. Its reader records its first row's field
+                    // order afresh (`DetailRecorder`).
                     if row >= ingested {
                         worker::ingest(plan, run.ledger(), &mut commit, row, &rec)?;
+                        details.record(run.ledger(), &mut commit, row, &rec)?;
                     }
                     chunk.push(rec);
                 }

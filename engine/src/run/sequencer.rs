@@ -15,12 +15,14 @@ use super::batch::Batches;
 use super::checkpoint::{CheckpointNote, SinkMark, NOTE_VERSION};
 use super::coalesce::Coalescer;
 use super::io::{RowSink, SinkIoError, WriteError};
-use super::worker::{Delivery, DeliveryKind, Held, RowResult, Walker};
+use super::worker::{Delivery, DeliveryKind, Held, RowResult, Unanswered, Walker};
 use super::EngineError;
+use crate::calls::CallBackend;
 use crate::plan::{NodeExec, Plan, WriteFailure};
 use attest_ledger::{Commit, Durability, Event, Outcome, RunHandle, SinkWrite};
 use crossbeam_channel::Sender;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Rows written between two durable flushes. Each flush is an fsync per sink written to,
 /// so this trades the cost of fsyncs against how much is written but not yet recorded
@@ -38,6 +40,7 @@ const FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
 pub struct Sequencer<'a> {
     plan: &'a Plan,
     run: &'a RunHandle,
+    calls: &'a Arc<dyn CallBackend>,
     sinks: Vec<Option<Box<dyn RowSink>>>,
     tickets: Sender<()>,
     reorder: BTreeMap<u64, RowResult>,
@@ -54,6 +57,7 @@ pub struct Sequencer<'a> {
     pub failed: u64,
     pub discarded: u64,
     pub quarantined: u64,
+    pub unanswered: Unanswered,
     batches: Batches,
     coalesce: Coalescer,
     /// Events of the aggregations, coalesces and the walks they release, not yet sent.
@@ -62,6 +66,9 @@ pub struct Sequencer<'a> {
     marks: Vec<Option<SinkMark>>,
     /// Rows released at the last checkpoint.
     checkpointed: u64,
+    /// A walk of the sequencer's sent aggregation or coalesce events before a checkpoint
+    /// (to record a calling plugin's state): the next moment between rows checkpoints.
+    sent_early: bool,
 }
 
 /// Where a resumed run's sequencer starts: the cut of the last checkpoint.
@@ -82,6 +89,7 @@ impl<'a> Sequencer<'a> {
     pub fn new(
         plan: &'a Plan,
         run: &'a RunHandle,
+        calls: &'a Arc<dyn CallBackend>,
         sinks: Vec<Box<dyn RowSink>>,
         tickets: Sender<()>,
     ) -> Self {
@@ -89,6 +97,7 @@ impl<'a> Sequencer<'a> {
         Sequencer {
             plan,
             run,
+            calls,
             sinks: sinks.into_iter().map(Some).collect(),
             tickets,
             reorder: BTreeMap::new(),
@@ -101,11 +110,13 @@ impl<'a> Sequencer<'a> {
             failed: 0,
             discarded: 0,
             quarantined: 0,
+            unanswered: Unanswered::default(),
             batches: Batches::new(plan),
             coalesce: Coalescer::default(),
             structural: Commit::new(),
             marks: vec![None; n],
             checkpointed: 0,
+            sent_early: false,
         }
     }
 
@@ -113,11 +124,12 @@ impl<'a> Sequencer<'a> {
     pub fn resume(
         plan: &'a Plan,
         run: &'a RunHandle,
+        calls: &'a Arc<dyn CallBackend>,
         sinks: Vec<Box<dyn RowSink>>,
         tickets: Sender<()>,
         restored: Restored,
     ) -> Self {
-        let mut s = Sequencer::new(plan, run, sinks, tickets);
+        let mut s = Sequencer::new(plan, run, calls, sinks, tickets);
         s.next = restored.next;
         s.checkpointed = restored.next;
         s.written = restored.written;
@@ -194,6 +206,7 @@ impl<'a> Sequencer<'a> {
             // The source may read one more row. A closed channel means the source has
             // stopped, which is fine.
             let _ = self.tickets.try_send(());
+            self.flush_if_sent_early()?;
         }
         self.maybe_flush()
     }
@@ -212,6 +225,7 @@ impl<'a> Sequencer<'a> {
         self.failed += r.failed;
         self.discarded += r.discarded;
         self.quarantined += r.quarantined;
+        self.unanswered.add(r.unanswered);
         for d in r.deliveries {
             self.deliver(d)?;
         }
@@ -223,7 +237,7 @@ impl<'a> Sequencer<'a> {
     fn settle(&mut self, mut held: Vec<Held>) -> Result<(), EngineError> {
         let plan = self.plan;
         while !held.is_empty() {
-            let mut w = Walker::new(plan, self.run.ledger());
+            let mut w = self.walker();
             for h in held.drain(..) {
                 match h {
                     Held::Arrived { node, token } => match plan.nodes.get(node).map(|n| &n.exec) {
@@ -255,17 +269,38 @@ impl<'a> Sequencer<'a> {
         Ok(())
     }
 
+    /// A walk for the sequencer's own tokens. It starts from the events the sequencer has
+    /// not sent yet, so that a walk reaching a calling plugin sends them first, in order
+    /// (see `worker.rs`); [`Sequencer::absorb`] takes back whatever is left unsent.
+    fn walker(&mut self) -> Walker<'a> {
+        let mut w = Walker::new(self.plan, self.run, self.calls);
+        w.commit = std::mem::take(&mut self.structural);
+        w
+    }
+
     /// Commits what the sequencer's own walk recorded and writes its rows; returns what
     /// it left held.
     fn absorb(&mut self, w: Walker) -> Result<Vec<Held>, EngineError> {
         let Walker {
             commit,
+            unconfirmed,
             deliveries,
             held,
             failed,
             discarded,
+            unanswered,
             ..
         } = w;
+        // A walk that reached a calling plugin sent what the sequencer had gathered, so
+        // the plugin's state could be recorded before its calls: those commits are checked
+        // with the worker commits, before the outcomes that follow. The cut is then no
+        // longer the last checkpoint, so a checkpoint follows as soon as the row's release
+        // is done (`sent_early`).
+        if !unconfirmed.is_empty() {
+            self.sent_early = true;
+        }
+        self.commits.extend(unconfirmed);
+        self.unanswered.add(unanswered);
         // Gathered across rows and committed with the next checkpoint: after the commits
         // of the rows it follows (already sent) and before the outcomes that depend on it.
         self.structural.items.extend(commit.items);
@@ -292,7 +327,7 @@ impl<'a> Sequencer<'a> {
     /// The timer fired: flush what has timed out, even while no row arrives.
     pub fn tick(&mut self) -> Result<(), EngineError> {
         let now = std::time::Instant::now();
-        let mut w = Walker::new(self.plan, self.run.ledger());
+        let mut w = self.walker();
         self.batches.expire(self.plan, now, &mut w)?;
         self.coalesce.expire(self.plan, now, &mut w)?;
         let held = self.absorb(w)?;
@@ -304,17 +339,19 @@ impl<'a> Sequencer<'a> {
     /// then resolve every waiting coalesce group, until nothing is held.
     pub fn end_of_source(&mut self) -> Result<(), EngineError> {
         while self.batches.any_open() || self.coalesce.waiting() {
-            let mut w = Walker::new(self.plan, self.run.ledger());
+            let mut w = self.walker();
             self.batches.flush_all(self.plan, &mut w)?;
             let held = self.absorb(w)?;
             self.settle(held)?;
+            self.flush_if_sent_early()?;
             if self.batches.any_open() {
                 continue;
             }
-            let mut w = Walker::new(self.plan, self.run.ledger());
+            let mut w = self.walker();
             self.coalesce.close_all(self.plan, &mut w)?;
             let held = self.absorb(w)?;
             self.settle(held)?;
+            self.flush_if_sent_early()?;
         }
         Ok(())
     }
@@ -388,11 +425,21 @@ impl<'a> Sequencer<'a> {
         }
     }
 
+    /// Checkpoints now if a walk sent the sequencer's events early (see `sent_early`).
+    /// Called only between releases.
+    fn flush_if_sent_early(&mut self) -> Result<(), EngineError> {
+        if self.sent_early {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
     fn maybe_flush(&mut self) -> Result<(), EngineError> {
         let something = !self.pending.is_empty()
             || !self.structural.items.is_empty()
             || self.next > self.checkpointed;
-        if self.pending.len() >= FLUSH_ROWS
+        if self.sent_early
+            || self.pending.len() >= FLUSH_ROWS
             || self.structural.items.len() >= STRUCTURAL_EVENTS
             || (something && self.last_flush.elapsed() >= FLUSH_INTERVAL)
         {
@@ -414,6 +461,7 @@ impl<'a> Sequencer<'a> {
         if self.pending.is_empty()
             && self.structural.items.is_empty()
             && self.next == self.checkpointed
+            && !self.sent_early
         {
             return Ok(());
         }
@@ -441,6 +489,7 @@ impl<'a> Sequencer<'a> {
         });
         self.run.submit(commit, Durability::Buffered)?;
         self.checkpointed = self.next;
+        self.sent_early = false;
         Ok(())
     }
 
@@ -479,6 +528,7 @@ impl<'a> Sequencer<'a> {
             discarded: self.discarded,
             quarantined: self.quarantined,
             released: self.next,
+            unanswered: self.unanswered,
         })
     }
 }
@@ -529,4 +579,5 @@ pub struct SequencerTotals {
     pub discarded: u64,
     pub quarantined: u64,
     pub released: u64,
+    pub unanswered: Unanswered,
 }

@@ -1,15 +1,26 @@
 //! Processing one source record: everything a row does between the source and the sinks.
 //!
 //! A worker owns the row it processes and everything it records about it; the only shared
-//! things are the immutable plan and the ledger handle. The row's events are gathered into
-//! one commit (the plugins here make no external calls, so no state needs to be visible in
-//! the ledger before the row's work is done) and the rows bound for sinks are handed back
-//! for the sequencer to write in source order.
+//! things are the immutable plan, the ledger handle and the call backend. The row's events
+//! are gathered into one commit, and the rows bound for sinks are handed back for the
+//! sequencer to write in source order.
+//!
+//! A plugin that makes external calls needs its state in the ledger before the first call
+//! is allocated on it, so before such a plugin runs the events gathered so far (the
+//! state's opening included) are sent as a commit of their own, and each call's completion
+//! is sent as the plugin gets its answer; the rest of the row follows in its final commit.
+//! The writer applies commits in the order they are sent, so none of these is waited for
+//! on the way: the worker checks them after sending the row's final commit, and the
+//! sequencer still waits only on that last one. A row that meets no calling plugin is
+//! recorded in exactly one commit, as before.
 
 use super::io::{Quarantine, SourceRecord};
+use super::resume::applied::{Record, Recorded};
 use super::EngineError;
+use crate::calls::{CallBackend, CallContext, CallScope, Journal};
 use crate::plan::{
-    Condition, Expand, ForkBranch, NodeExec, NodePlan, Plan, Target, Transform, TransformError,
+    CallSpec, Condition, Expand, ForkBranch, NodeExec, NodePlan, Plan, Target, Transform,
+    TransformError,
 };
 use crate::value::{Row, Value};
 use attest_ledger::{
@@ -17,6 +28,7 @@ use attest_ledger::{
     Subject, TokenId,
 };
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// How a delivered row counts at its sink.
@@ -79,6 +91,25 @@ pub enum Held {
     },
 }
 
+/// Rows that ended `failed` because a calling plugin got no usable answer before its
+/// retries ran out (a dead, hanging or overloaded endpoint), and the first such error in
+/// row order. `attest run` exits 1 for these: the rows are recorded as ELSPETH records
+/// them, but the run did not do its work.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Unanswered {
+    pub rows: u64,
+    pub first: Option<String>,
+}
+
+impl Unanswered {
+    pub fn add(&mut self, other: Unanswered) {
+        self.rows += other.rows;
+        if self.first.is_none() {
+            self.first = other.first;
+        }
+    }
+}
+
 /// What one source record came to.
 #[derive(Default)]
 pub struct RowResult {
@@ -94,6 +125,7 @@ pub struct RowResult {
     pub failed: u64,
     pub discarded: u64,
     pub quarantined: u64,
+    pub unanswered: Unanswered,
 }
 
 /// Stores a row's canonical bytes in the payload store unless it is the value stored last.
@@ -150,31 +182,101 @@ pub fn ingest(
     Ok(())
 }
 
+/// How a walk records what it does.
+#[derive(Clone, Copy)]
+pub enum Recording<'a> {
+    /// Every commit is sent as it is made: a row walked for the first time, and the
+    /// sequencer's own walks.
+    Send,
+    /// Row `row`, which a stopped run had already read (`attest resume`): its events may be
+    /// recorded already. Each commit is first compared with the record, and only what is
+    /// not recorded is sent; a calling plugin whose state is recorded gets its answers from
+    /// the record instead of calling out (`resume::applied`).
+    Resumed { record: &'a Record, row: u64 },
+    /// Nothing is sent: the walk gathers its events for the caller to compare with the
+    /// record (resume rebuilding an open batch). Every calling state it meets must be
+    /// recorded; its calls are answered from the record.
+    Gather(&'a Record),
+}
+
 /// Runs one ingested record through the plan and commits what happened.
 pub fn process_record(
     plan: &Plan,
     run: &RunHandle,
+    calls: &Arc<dyn CallBackend>,
     row_index: u64,
     record: SourceRecord,
 ) -> Result<RowResult, EngineError> {
-    let (commit, mut result) = walk_record(plan, run.ledger(), row_index, record)?;
-    // A row that went straight to an aggregation or coalesce recorded nothing yet.
-    if !commit.items.is_empty() {
-        result.commit = Some(run.submit_nowait(commit, Durability::Buffered)?);
-    }
-    Ok(result)
+    let w = Walker::new(plan, run, calls);
+    let (w, quarantined) = walk_source_row(w, row_index, record)?;
+    finish_row(w, row_index, quarantined)
 }
 
-/// Runs one ingested record through the plan without committing: the row's events, and
-/// what it hands the sequencer (`commit` left empty). A resumed run uses it to re-run a
-/// row whose events may already be recorded, and checks them before committing.
+/// Runs a record a stopped run had already read (`attest resume`): what the record holds
+/// of it is checked, not recorded again (see [`Recording::Resumed`]).
+pub(crate) fn reprocess_record(
+    plan: &Plan,
+    run: &RunHandle,
+    calls: &Arc<dyn CallBackend>,
+    record_check: &Record,
+    row_index: u64,
+    record: SourceRecord,
+) -> Result<RowResult, EngineError> {
+    let w = Walker::new(plan, run, calls).recording(Recording::Resumed {
+        record: record_check,
+        row: row_index,
+    });
+    let (w, quarantined) = walk_source_row(w, row_index, record)?;
+    finish_row(w, row_index, quarantined)
+}
+
+/// Runs one ingested record through the plan without sending anything: the row's events,
+/// and what it hands the sequencer (`commit` left empty). Resume uses it to rebuild an
+/// open batch from its members' rows and checks the events against the record.
 pub fn walk_record(
     plan: &Plan,
-    ledger: &attest_ledger::Ledger,
+    run: &RunHandle,
     row_index: u64,
     record: SourceRecord,
 ) -> Result<(Commit, RowResult), EngineError> {
-    let mut w = Walker::new(plan, ledger);
+    let check = Record::new(run.ledger().clone(), run.id().clone());
+    // Calls are answered from the record (`Recording::Gather`), never by this backend.
+    let calls: Arc<dyn CallBackend> = check.answers();
+    let w = Walker::new(plan, run, &calls).recording(Recording::Gather(&check));
+    let (w, quarantined) = walk_source_row(w, row_index, record)?;
+    let Walker {
+        commit,
+        deliveries,
+        held,
+        failed,
+        discarded,
+        unanswered,
+        ..
+    } = w;
+    Ok((
+        commit,
+        RowResult {
+            row_index,
+            commit: None,
+            deliveries,
+            held,
+            failed,
+            discarded,
+            quarantined,
+            unanswered,
+        },
+    ))
+}
+
+/// Walks a source record from the source: a row that failed validation is quarantined,
+/// any other follows the source's `on_success`. Returns the walker and the rows
+/// quarantined.
+fn walk_source_row<'a>(
+    mut w: Walker<'a>,
+    row_index: u64,
+    record: SourceRecord,
+) -> Result<(Walker<'a>, u64), EngineError> {
+    let plan = w.plan;
     let mut quarantined = 0;
     let token = TokenId::for_row(row_index);
     match record.parsed {
@@ -199,26 +301,42 @@ pub fn walk_record(
         }
         Ok(row) => w.run(Token::new(token, row), plan.source.on_success.clone())?,
     }
+    Ok((w, quarantined))
+}
+
+/// Sends a row's last commit and checks the ones it sent before.
+fn finish_row(
+    mut w: Walker<'_>,
+    row_index: u64,
+    quarantined: u64,
+) -> Result<RowResult, EngineError> {
+    let rest = std::mem::take(&mut w.commit);
+    // A row that went straight to an aggregation or coalesce recorded nothing yet.
+    let commit = w.send(rest)?;
     let Walker {
+        unconfirmed,
+        deliveries,
+        held,
+        failed,
+        discarded,
+        unanswered,
+        ..
+    } = w;
+    // Commits sent before the last one are checked here, so that the sequencer need only
+    // wait on the last. The writer answers in order: by now they are (nearly) answered.
+    for p in unconfirmed {
+        p.wait()?;
+    }
+    Ok(RowResult {
+        row_index,
         commit,
         deliveries,
         held,
         failed,
         discarded,
-        ..
-    } = w;
-    Ok((
-        commit,
-        RowResult {
-            row_index,
-            commit: None,
-            deliveries,
-            held,
-            failed,
-            discarded,
-            quarantined,
-        },
-    ))
+        quarantined,
+        unanswered,
+    })
 }
 
 /// Follows tokens through the row-local nodes (transforms, expansions, gates, forks),
@@ -226,29 +344,69 @@ pub fn walk_record(
 /// sequencer for the tokens that aggregations and coalesces release.
 pub struct Walker<'a> {
     plan: &'a Plan,
+    run: &'a RunHandle,
+    calls: &'a Arc<dyn CallBackend>,
+    recording: Recording<'a>,
+    /// Events not yet sent. Before a calling plugin runs they are sent on their own.
     pub commit: Commit,
+    /// Commits sent before `commit` (a calling plugin's state, its calls' completions),
+    /// not yet confirmed: whoever sends `commit` checks them after it.
+    pub unconfirmed: Vec<attest_ledger::Pending>,
     payloads: Payloads<'a>,
     pub deliveries: Vec<Delivery>,
     pub held: Vec<Held>,
     pub failed: u64,
     pub discarded: u64,
+    pub unanswered: Unanswered,
 }
 
 impl<'a> Walker<'a> {
-    pub fn new(plan: &'a Plan, ledger: &'a attest_ledger::Ledger) -> Walker<'a> {
+    pub fn new(plan: &'a Plan, run: &'a RunHandle, calls: &'a Arc<dyn CallBackend>) -> Walker<'a> {
         Walker {
             plan,
+            run,
+            calls,
+            recording: Recording::Send,
             commit: Commit::new(),
-            payloads: Payloads::new(ledger),
+            unconfirmed: Vec::new(),
+            payloads: Payloads::new(run.ledger()),
             deliveries: Vec::new(),
             held: Vec::new(),
             failed: 0,
             discarded: 0,
+            unanswered: Unanswered::default(),
         }
+    }
+
+    /// The same walker, recording as `recording` says.
+    pub fn recording(mut self, recording: Recording<'a>) -> Walker<'a> {
+        self.recording = recording;
+        self
     }
 
     pub(crate) fn payloads(&mut self) -> &mut Payloads<'a> {
         &mut self.payloads
+    }
+
+    /// Sends `commit` as the walk's recording says; `None` when nothing was sent.
+    fn send(&mut self, commit: Commit) -> Result<Option<attest_ledger::Pending>, EngineError> {
+        if commit.items.is_empty() {
+            return Ok(None);
+        }
+        match self.recording {
+            Recording::Send => {}
+            Recording::Resumed { record, row } => {
+                if record.compare(row, &commit.items)? == Recorded::Yes {
+                    return Ok(None);
+                }
+            }
+            Recording::Gather(_) => {
+                return Err(EngineError::Internal(
+                    "a gathering walk cannot send its events".into(),
+                ))
+            }
+        }
+        Ok(Some(self.run.submit_nowait(commit, Durability::Buffered)?))
     }
 
     /// Walks `token` from `target`, and every token it spawns, breadth-first: children are
@@ -478,7 +636,11 @@ impl<'a> Walker<'a> {
         loop {
             let state = self.open(&token.id, node, attempt, in_hash);
             let started = Instant::now();
-            match plugin.process(&token.row) {
+            let result = match plugin.calls() {
+                None => plugin.process(&token.row, CallContext::none()),
+                Some(spec) => self.process_with_calls(plugin, spec, &state, &token.row)?,
+            };
+            match result {
                 Ok(out) => {
                     let out_hash = self.payloads.store_row(&out)?;
                     self.close(&state, StateResult::Completed { output: out_hash }, started);
@@ -500,19 +662,70 @@ impl<'a> Walker<'a> {
                     if attempt >= policy.max_attempts {
                         // ELSPETH: an exhausted retry fails the row; it does not go to
                         // on_error.
-                        return Ok(Flow::End(Outcome::Failed {
-                            error: format!(
-                                "{}: gave up after {attempt} attempt(s): {}",
-                                node.id,
-                                e.message()
-                            ),
-                        }));
+                        let error = format!(
+                            "{}: gave up after {attempt} attempt(s): {}",
+                            node.id,
+                            e.message()
+                        );
+                        if plugin.calls().is_some() {
+                            self.unanswered.add(Unanswered {
+                                rows: 1,
+                                first: Some(error.clone()),
+                            });
+                        }
+                        return Ok(Flow::End(Outcome::Failed { error }));
                     }
                     std::thread::sleep(policy.delay(attempt, jitter(&token.id, attempt)));
                     attempt += 1;
                 }
             }
         }
+    }
+
+    /// Runs a plugin that makes external calls: sends the row's events so far (so the
+    /// state exists in the ledger), opens the state for calls, runs the plugin, and closes
+    /// the state for calls before anything else is recorded on it. A call that could not be
+    /// recorded or (re-execution) answered stops the run, whatever the plugin made of it.
+    fn process_with_calls(
+        &mut self,
+        plugin: &dyn Transform,
+        spec: &CallSpec,
+        state: &StateId,
+        row: &Row,
+    ) -> Result<Result<Row, TransformError>, EngineError> {
+        let (journal, backend) = match self.recording {
+            Recording::Gather(record) => (Journal::detached(state.clone()), record.answers()),
+            Recording::Send | Recording::Resumed { .. } => {
+                let before = std::mem::take(&mut self.commit);
+                match self.send(before)? {
+                    Some(p) => {
+                        self.unconfirmed.push(p);
+                        (
+                            Journal::Ledger(self.run.state_handle(state.clone())),
+                            self.calls.clone(),
+                        )
+                    }
+                    // A resumed row's state already recorded (and closed, or the resume
+                    // would have refused): its calls were answered, and are answered again
+                    // from the record, sending nothing and recording nothing.
+                    None => match self.recording {
+                        Recording::Resumed { record, .. } => {
+                            (Journal::detached(state.clone()), record.answers())
+                        }
+                        _ => {
+                            return Err(EngineError::Internal(format!(
+                                "state {state} was opened in an empty commit"
+                            )))
+                        }
+                    },
+                }
+            }
+        };
+        let (scope, ctx) = CallScope::open(journal, backend, spec.redactor.clone());
+        let result = plugin.process(row, ctx);
+        // Every call has sent its completion; they are checked with the row's commit.
+        self.unconfirmed.extend(scope.close_unconfirmed()?);
+        Ok(result)
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -4,7 +4,7 @@
 //! `{a: b, b: a}` loses a field there. attest reads every source from the input row and
 //! writes every target into the output, so a swap swaps (a documented divergence).
 
-use crate::plan::{Transform, TransformError};
+use crate::plan::{CallContext, Transform, TransformError};
 use crate::value::{Row, Value};
 use serde_json::json;
 
@@ -47,7 +47,7 @@ fn lookup<'a>(row: &'a Row, source: &str) -> Result<Option<&'a Value>, Transform
 }
 
 impl Transform for FieldMapper {
-    fn process(&self, row: &Row) -> Result<Row, TransformError> {
+    fn process(&self, row: &Row, _ctx: CallContext) -> Result<Row, TransformError> {
         let mut found: Vec<(&str, &str, Value)> = Vec::with_capacity(self.mapping.len());
         for (source, target) in &self.mapping {
             match lookup(row, source)? {
@@ -116,7 +116,10 @@ mod tests {
     #[test]
     fn renamed_fields_move_to_the_end() {
         let out = mapper(&[("name", "customer")])
-            .process(&row(json!({"id": 1, "name": "x", "amount": 2})))
+            .process(
+                &row(json!({"id": 1, "name": "x", "amount": 2})),
+                CallContext::none(),
+            )
             .unwrap();
         assert_eq!(
             Value::Object(out).to_string(),
@@ -127,7 +130,7 @@ mod tests {
     #[test]
     fn a_swap_swaps() {
         let out = mapper(&[("a", "b"), ("b", "a")])
-            .process(&row(json!({"a": 1, "b": 2, "c": 3})))
+            .process(&row(json!({"a": 1, "b": 2, "c": 3})), CallContext::none())
             .unwrap();
         assert_eq!(Value::Object(out).to_string(), r#"{"c":3,"b":1,"a":2}"#);
     }
@@ -135,7 +138,7 @@ mod tests {
     #[test]
     fn a_target_that_exists_fails_the_row() {
         let e = mapper(&[("a", "c")])
-            .process(&row(json!({"a": 1, "c": 3})))
+            .process(&row(json!({"a": 1, "c": 3})), CallContext::none())
             .unwrap_err();
         assert_eq!(e.reason["reason"], "field_collision");
     }
@@ -144,11 +147,14 @@ mod tests {
     fn missing_is_skipped_or_an_error_when_strict() {
         let m = mapper(&[("zz", "y")]);
         assert_eq!(
-            m.process(&row(json!({"a": 1}))).unwrap(),
+            m.process(&row(json!({"a": 1})), CallContext::none())
+                .unwrap(),
             row(json!({"a": 1}))
         );
         let strict = FieldMapper { strict: true, ..m };
-        let e = strict.process(&row(json!({"a": 1}))).unwrap_err();
+        let e = strict
+            .process(&row(json!({"a": 1})), CallContext::none())
+            .unwrap_err();
         assert_eq!(e.reason["reason"], "missing_field");
     }
 
@@ -159,7 +165,10 @@ mod tests {
             ..mapper(&[("meta.score", "score")])
         };
         let out = m
-            .process(&row(json!({"id": 1, "meta": {"score": 5}})))
+            .process(
+                &row(json!({"id": 1, "meta": {"score": 5}})),
+                CallContext::none(),
+            )
             .unwrap();
         assert_eq!(out, row(json!({"score": 5})));
     }

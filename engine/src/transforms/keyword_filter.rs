@@ -6,7 +6,7 @@
 //! back-references: such a pattern is refused when the pipeline loads.
 
 use crate::formats::python::py_type_name;
-use crate::plan::{Transform, TransformError};
+use crate::plan::{CallContext, Transform, TransformError};
 use crate::value::{Row, Value};
 use regex::Regex;
 use serde_json::json;
@@ -57,7 +57,7 @@ impl KeywordFilter {
 }
 
 impl Transform for KeywordFilter {
-    fn process(&self, row: &Row) -> Result<Row, TransformError> {
+    fn process(&self, row: &Row, _ctx: CallContext) -> Result<Row, TransformError> {
         match &self.fields {
             Fields::All => {
                 for (k, v) in row {
@@ -100,13 +100,17 @@ mod tests {
         )
         .unwrap();
         let e = f
-            .process(&row(json!({"a": "ok", "b": "my pw and SECRET"})))
+            .process(
+                &row(json!({"a": "ok", "b": "my pw and SECRET"})),
+                CallContext::none(),
+            )
             .unwrap_err();
         assert_eq!(e.reason["field"], "b");
         assert_eq!(e.reason["matched_pattern"], "(?i)secret");
         assert_eq!(e.reason["match_position"], 10);
         assert_eq!(
-            f.process(&row(json!({"a": "fine"}))).unwrap(),
+            f.process(&row(json!({"a": "fine"})), CallContext::none())
+                .unwrap(),
             row(json!({"a": "fine"}))
         );
     }
@@ -115,12 +119,18 @@ mod tests {
     fn non_string_named_field_is_an_error_and_all_skips_non_strings() {
         let f = KeywordFilter::new(Fields::Named(vec!["n".into()]), &["x".into()]).unwrap();
         assert_eq!(
-            f.process(&row(json!({"n": 1}))).unwrap_err().reason["reason"],
+            f.process(&row(json!({"n": 1})), CallContext::none())
+                .unwrap_err()
+                .reason["reason"],
             "non_string_field"
         );
         let all = KeywordFilter::new(Fields::All, &["x".into()]).unwrap();
-        assert!(all.process(&row(json!({"n": 1, "s": "abc"}))).is_ok());
-        assert!(all.process(&row(json!({"s": "xyz"}))).is_err());
+        assert!(all
+            .process(&row(json!({"n": 1, "s": "abc"})), CallContext::none())
+            .is_ok());
+        assert!(all
+            .process(&row(json!({"s": "xyz"})), CallContext::none())
+            .is_err());
     }
 
     #[test]

@@ -1,12 +1,12 @@
 //! `passthrough`: the row, unchanged.
 
-use crate::plan::{Transform, TransformError};
+use crate::plan::{CallContext, Transform, TransformError};
 use crate::value::Row;
 
 pub struct Passthrough;
 
 impl Transform for Passthrough {
-    fn process(&self, row: &Row) -> Result<Row, TransformError> {
+    fn process(&self, row: &Row, _ctx: CallContext) -> Result<Row, TransformError> {
         Ok(row.clone())
     }
 }

@@ -2,7 +2,7 @@
 //! optional suffix that counts towards the maximum.
 
 use crate::formats::python::py_type_name;
-use crate::plan::{Transform, TransformError};
+use crate::plan::{CallContext, Transform, TransformError};
 use crate::value::{Row, Value};
 use serde_json::json;
 
@@ -14,7 +14,7 @@ pub struct Truncate {
 }
 
 impl Transform for Truncate {
-    fn process(&self, row: &Row) -> Result<Row, TransformError> {
+    fn process(&self, row: &Row, _ctx: CallContext) -> Result<Row, TransformError> {
         let mut out = row.clone();
         let suffix_len = self.suffix.chars().count() as u64;
         for (field, max) in &self.fields {
@@ -57,9 +57,15 @@ mod tests {
             .as_object()
             .cloned()
             .unwrap();
-        assert_eq!(t.process(&row).unwrap()["s"], json!("hél.."));
+        assert_eq!(
+            t.process(&row, CallContext::none()).unwrap()["s"],
+            json!("hél..")
+        );
         let short = json!({"s": "abc"}).as_object().cloned().unwrap();
-        assert_eq!(t.process(&short).unwrap()["s"], json!("abc"));
+        assert_eq!(
+            t.process(&short, CallContext::none()).unwrap()["s"],
+            json!("abc")
+        );
     }
 
     #[test]
@@ -70,13 +76,19 @@ mod tests {
             strict: false,
         };
         let e = t
-            .process(&json!({"s": null}).as_object().cloned().unwrap())
+            .process(
+                &json!({"s": null}).as_object().cloned().unwrap(),
+                CallContext::none(),
+            )
             .unwrap_err();
         assert_eq!(e.reason["actual"], "NoneType");
-        assert!(t.process(&Row::new()).is_ok());
+        assert!(t.process(&Row::new(), CallContext::none()).is_ok());
         let strict = Truncate { strict: true, ..t };
         assert_eq!(
-            strict.process(&Row::new()).unwrap_err().reason["reason"],
+            strict
+                .process(&Row::new(), CallContext::none())
+                .unwrap_err()
+                .reason["reason"],
             "missing_field"
         );
     }

@@ -6,12 +6,43 @@
 //! committed again; anything else is refused, because the run would otherwise record
 //! something that did not happen, or disagree with what it recorded.
 
+use crate::calls::{CallBackend, RecordedBackend};
 use crate::run::EngineError;
 use attest_ledger::projection::{PKey, PVal, StateRec, StateStatus, Terminal, TokenRec};
 use attest_ledger::{
     Event, Hash32, Item, Ledger, LedgerError, RunId, StateId, StateResult, Subject, TokenId,
 };
 use std::collections::HashMap;
+use std::sync::Arc;
+
+/// The record of the run being resumed, as the walks of its re-run rows consult it.
+pub struct Record {
+    ledger: Ledger,
+    run: RunId,
+    /// Answers calls from the record by (state, index), sending nothing.
+    answers: Arc<dyn CallBackend>,
+}
+
+impl Record {
+    pub fn new(ledger: Ledger, run: RunId) -> Record {
+        let answers = Arc::new(RecordedBackend::new(ledger.clone(), run.clone()));
+        Record {
+            ledger,
+            run,
+            answers,
+        }
+    }
+
+    /// Whether the events of re-run row `row` are recorded (see [`compare`]).
+    pub fn compare(&self, row: u64, items: &[Item]) -> Result<Recorded, EngineError> {
+        compare(&self.ledger, &self.run, row, items)
+    }
+
+    /// A backend answering each call from the record.
+    pub fn answers(&self) -> Arc<dyn CallBackend> {
+        self.answers.clone()
+    }
+}
 
 /// Whether a row's events are in the ledger.
 #[derive(Debug, PartialEq, Eq)]

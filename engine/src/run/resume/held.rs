@@ -169,7 +169,8 @@ fn walk_again(
     row: u64,
     record: SourceRecord,
 ) -> Result<Vec<Held>, ResumeError> {
-    let (commit, result) = worker::walk_record(plan, ledger, row, record)
+    let handle = ledger.run(run)?;
+    let (commit, result) = worker::walk_record(plan, &handle, row, record)
         .map_err(|e| ResumeError::Refused(format!("source row {row}: {e}")))?;
     match applied::compare(ledger, run, row, &commit.items) {
         Ok(Recorded::Yes) => Ok(result.held),

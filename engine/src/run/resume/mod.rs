@@ -30,15 +30,15 @@
 //! calling out for the rest; `applied::compare` then sees the earlier nodes' events as
 //! recorded and the new attempt as new. See `docs/reliability.md`.
 
-mod applied;
+pub(crate) mod applied;
 mod held;
 mod prefix;
 mod topology;
 
 use super::checkpoint::CheckpointNote;
-use super::io::{RowSink, RowSource, SourceRecord};
+use super::io::{RowSink, RowSource};
 use super::sequencer::Restored;
-use super::{drive, register, Begin, EngineError, RowResult, RunOptions, RunSummary};
+use super::{drive, register, Begin, EngineError, RunOptions, RunSummary};
 use crate::formats::DurablePoint;
 use crate::plan::Plan;
 use attest_ledger::projection::{PKey, PVal, RunStatus as LedgerStatus};
@@ -277,23 +277,6 @@ pub fn resume(
         opts,
         started,
     )
-}
-
-/// Processes a row that the stopped run had read: run it again, and record its events
-/// only if they are not recorded already (checking that they are the same if they are).
-pub(crate) fn reprocess(
-    plan: &Plan,
-    run: &attest_ledger::RunHandle,
-    row: u64,
-    record: SourceRecord,
-) -> Result<RowResult, EngineError> {
-    let (commit, mut result) = super::worker::walk_record(plan, run.ledger(), row, record)?;
-    if applied::compare(run.ledger(), run.id(), row, &commit.items)? == applied::Recorded::No
-        && !commit.items.is_empty()
-    {
-        result.commit = Some(run.submit_nowait(commit, Durability::Buffered)?);
-    }
-    Ok(result)
 }
 
 /// The configuration a run recorded when it started (the payload of its genesis event),
