@@ -306,6 +306,29 @@ mod tests {
         assert!(read_segment(&bad).next().unwrap().is_err());
     }
 
+    /// The test vector of `Event::PoolStats` (`docs/ledger-format.md`, Appendix A).
+    ///
+    /// RENUMBER ON MERGE: the first byte, `16`, is the variant index 22. The `replay`
+    /// branch adds `Event::RowDetail` as index 22; once it is merged first, `PoolStats`
+    /// follows it and this byte (and the Appendix A entry and §7.3 row) becomes `17`.
+    #[test]
+    fn pool_stats_test_vector() {
+        let event = Event::PoolStats {
+            state: crate::ids::StateId {
+                subject: crate::ids::Subject::Token(crate::ids::TokenId::new("t0").unwrap()),
+                node: crate::ids::NodeId::new("map").unwrap(),
+                attempt: 2,
+            },
+            capacity_retries: 3,
+            peak_delay_us: 400_000,
+            throttled_us: 1000,
+        };
+        let bytes = encode(&event).unwrap();
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex, "1600027430036d61700203fc801a0600fbe803");
+        assert_eq!(decode::<Event>(&bytes).unwrap(), event);
+    }
+
     #[test]
     fn decode_rejects_trailing_bytes_and_hostile_lengths() {
         let mut bytes = encode(&sample()).unwrap();

@@ -236,6 +236,16 @@ pub enum Event {
     RunFinished {
         status: FinalStatus,
     },
+    /// What a pooled executor's AIMD throttle did for the calls of one state (recorded
+    /// once, before the state closes, for every state a pool served): the capacity errors
+    /// it retried, the highest dispatch delay in force for them, and the time they waited
+    /// for the throttle (spacing and back-off, summed over calls), in microseconds.
+    PoolStats {
+        state: StateId,
+        capacity_retries: u64,
+        peak_delay_us: u64,
+        throttled_us: u64,
+    },
 }
 
 impl Event {
@@ -264,6 +274,7 @@ impl Event {
             Event::RunInterrupted { .. } => "run_interrupted",
             Event::RunResumed { .. } => "run_resumed",
             Event::RunFinished { .. } => "run_finished",
+            Event::PoolStats { .. } => "pool_stats",
         }
     }
 }
