@@ -1219,8 +1219,7 @@ impl Sim {
             assert_eq!(rec.status == StateStatus::Open, s.open, "state {id}");
             let pool = proj(&self.ledger, run, &PKey::Pool(id.clone()));
             assert!(
-                matches!(&pool, Some(PVal::Pool(_))) == s.pool
-                    && (s.pool || pool.is_none()),
+                matches!(&pool, Some(PVal::Pool(_))) == s.pool && (s.pool || pool.is_none()),
                 "state {id}: {pool:?}"
             );
             for i in 0..s.calls {

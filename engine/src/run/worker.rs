@@ -561,10 +561,7 @@ impl<'a> Walker<'a> {
         }
     }
 
-    /// Runs a plugin that makes external calls: sends the row's events so far (so the
-    /// state exists in the ledger), opens the state for calls, runs the plugin, and closes
-    /// the state for calls before anything else is recorded on it. A call that could not be
-    /// recorded or (re-execution) answered stops the run, whatever the plugin made of it.
+    /// Runs a plugin that makes external calls.
     fn process_with_calls(
         &mut self,
         plugin: &dyn Transform,
@@ -572,14 +569,37 @@ impl<'a> Walker<'a> {
         state: &StateId,
         row: &Row,
     ) -> Result<Result<Row, TransformError>, EngineError> {
+        self.with_calls(spec, state, |ctx| plugin.process(row, ctx))
+    }
+
+    /// Runs `f` with a context bound to `state` for external calls: sends the events so
+    /// far (so the state exists in the ledger), opens the state for calls, runs `f`, then
+    /// closes the state for calls and records its pool statistics (if a pool served it),
+    /// before anything else is recorded on it. A call that could not be recorded or
+    /// (re-execution) answered stops the run, whatever the plugin made of it.
+    pub(crate) fn with_calls<R>(
+        &mut self,
+        spec: &CallSpec,
+        state: &StateId,
+        f: impl FnOnce(CallContext) -> R,
+    ) -> Result<R, EngineError> {
         let before = std::mem::take(&mut self.commit);
         self.unconfirmed
             .push(self.run.submit_nowait(before, Durability::Buffered)?);
         let journal = Journal::Ledger(self.run.state_handle(state.clone()));
         let (scope, ctx) = CallScope::open(journal, self.calls.clone(), spec.redactor.clone());
-        let result = plugin.process(row, ctx);
+        let result = f(ctx);
+        let pool = scope.pool_stats();
         // Every call has sent its completion; they are checked with the row's commit.
         self.unconfirmed.extend(scope.close_unconfirmed()?);
+        if let Some(p) = pool {
+            self.commit.push(Event::PoolStats {
+                state: state.clone(),
+                capacity_retries: p.capacity_retries,
+                peak_delay_us: micros(p.peak_delay),
+                throttled_us: micros(p.throttled),
+            });
+        }
         Ok(result)
     }
 
@@ -781,6 +801,10 @@ fn route_names(routes: &[(String, Target)]) -> String {
         .map(|(l, _)| l.as_str())
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+fn micros(d: std::time::Duration) -> u64 {
+    d.as_micros().min(u128::from(u64::MAX)) as u64
 }
 
 pub(crate) fn elapsed_us(since: Instant) -> u64 {
