@@ -10,9 +10,9 @@
 //! state's opening included) are sent as a commit of their own, and each call's completion
 //! is sent as the plugin gets its answer; the rest of the row follows in its final commit.
 //! The writer applies commits in the order they are sent, so none of these is waited for
-//! on the way: the worker checks them after sending the row's final commit, and the
-//! sequencer still waits only on that last one. A row that meets no calling plugin is
-//! recorded in exactly one commit, as before.
+//! on the way: the worker hands them to the sequencer with the row's final commit, and the
+//! sequencer checks them all before it records anything that follows from the row. A row
+//! that meets no calling plugin is recorded in exactly one commit, as before.
 
 use super::io::{Quarantine, SourceRecord};
 use super::EngineError;
@@ -118,6 +118,12 @@ pub struct RowResult {
     /// received this result, so they always follow the row's own events. The sequencer
     /// checks the result before it records anything more.
     pub commit: Option<attest_ledger::Pending>,
+    /// Commits the row sent before `commit` (a calling plugin's state, its calls'
+    /// completions), unconfirmed. The sequencer checks them with `commit`, before it
+    /// records anything that follows from the row: checking them here would hold the
+    /// worker for a writer round trip after every call, while its next row could already
+    /// be waiting on its own.
+    pub earlier: Vec<attest_ledger::Pending>,
     pub deliveries: Vec<Delivery>,
     /// In the order the walk met them.
     pub held: Vec<Held>,
@@ -230,13 +236,9 @@ pub fn process_record(
     } else {
         Some(run.submit_nowait(commit, Durability::Buffered)?)
     };
-    // Commits sent before the last one are checked here, so that the sequencer need only
-    // wait on the last. The writer answers in order: by now they are (nearly) answered.
-    for p in unconfirmed {
-        p.wait()?;
-    }
     Ok(RowResult {
         row_index,
+        earlier: unconfirmed,
         commit,
         deliveries,
         held,
