@@ -487,7 +487,11 @@ fn llm_endpoint_out_of_capacity() {
     ));
     let out = run(&s, "bad.yaml");
     expect(&out, 0, &["discarded    6"]);
-    assert!(server.requests() >= 12, "never retried: {}", server.requests());
+    assert!(
+        server.requests() >= 12,
+        "never retried: {}",
+        server.requests()
+    );
     assert_eq!(
         ledger_state(&s, LEDGER),
         Ledger::Verified(vec!["completed".into()])

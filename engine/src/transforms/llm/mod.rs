@@ -132,7 +132,8 @@ fn call_spec(o: &LlmOptions) -> CallSpec {
 }
 
 enum Mode {
-    Single(Template),
+    /// Boxed: a compiled template is large, and a node holds one mode or the other.
+    Single(Box<Template>),
     Multi(Vec<Query>),
 }
 
@@ -148,7 +149,9 @@ impl Llm {
     /// Fails when a template does not compile or the pool options break a pool rule.
     pub fn new(o: &LlmOptions) -> Result<Llm, String> {
         let mode = match &o.queries {
-            None => Mode::Single(Template::new(&o.template).map_err(|e| format!("template: {e}"))?),
+            None => Mode::Single(Box::new(
+                Template::new(&o.template).map_err(|e| format!("template: {e}"))?,
+            )),
             Some(queries) => Mode::Multi(
                 queries
                     .iter()
