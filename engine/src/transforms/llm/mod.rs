@@ -5,7 +5,7 @@
 //! - Single query: the prompt is the `template` rendered with `row` and `lookup`; the
 //!   answer adds `<response_field>`, `<response_field>_usage` and
 //!   `<response_field>_model` to the row.
-//! - Multi-query (`queries`, [`multi`]): one call per query, all under the row's one
+//! - Multi-query (`queries`, `multi.rs`): one call per query, all under the row's one
 //!   state, in parallel through the pool; each query's typed output fields and answer are
 //!   appended in query order, all or nothing.
 //!
