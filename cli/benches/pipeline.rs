@@ -7,6 +7,8 @@
 //! Run: `cargo bench -p attest-cli --bench pipeline` (ROWS=N and RUNS=N override the
 //! defaults of 100000 and 3).
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -67,51 +69,13 @@ fn dir_size(p: &Path) -> u64 {
         .sum()
 }
 
-const PIPELINE: &str = r#"
-source:
-  plugin: csv
-  on_success: raw
-  options:
-    path: input.csv
-    schema: {mode: fixed, fields: ['id: int', 'text: str', 'score: float']}
-    on_validation_failure: discard
-transforms:
-- name: rename
-  plugin: field_mapper
-  input: raw
-  on_success: mapped
-  on_error: discard
-  options: {mapping: {text: comment}, schema: {mode: observed}}
-gates:
-- name: by_score
-  input: mapped
-  condition: row['score'] >= 0.5
-  routes: {'true': high, 'false': low}
-sinks:
-  high: {plugin: csv, on_write_failure: discard, options: {path: out/high.csv, schema: {mode: observed}}}
-  low: {plugin: csv, on_write_failure: discard, options: {path: out/low.csv, schema: {mode: observed}}}
-"#;
-
 fn main() {
     // `cargo bench` passes `--bench`; nothing else is accepted.
     let rows = env_num("ROWS", 100_000);
     let runs = env_num("RUNS", 3);
     let bin = env!("CARGO_BIN_EXE_attest");
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut csv = String::with_capacity(rows * 100);
-    csv.push_str("id,text,score\n");
-    let mut x: u64 = 0x9e3779b97f4a7c15;
-    for i in 0..rows {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        let score = (x % 10_000) as f64 / 10_000.0;
-        csv.push_str(&format!(
-            "{i},The quick brown fox number {i:08} jumps over the lazy dog near the river bank,{score}\n"
-        ));
-    }
-    std::fs::write(dir.path().join("input.csv"), &csv).expect("write input");
-    std::fs::write(dir.path().join("pipeline.yaml"), PIPELINE).expect("write pipeline");
+    common::write_workload(dir.path(), rows);
     let time = Path::new("/usr/bin/time").exists();
 
     let mut results = Vec::new();

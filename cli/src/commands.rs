@@ -85,15 +85,22 @@ pub fn runs(dir: Option<PathBuf>, json: bool) -> Result<Code, Failure> {
     Ok(Code::Ok)
 }
 
-/// `attest replay`: verification, optionally against a head kept outside the ledger.
+/// `attest replay`: verification, optionally against a head kept outside the ledger, then
+/// re-execution unless `reexec.skip`.
 pub fn replay(
     dir: Option<PathBuf>,
     run: &str,
     expect_head: Option<&str>,
     verify_key: Option<&Path>,
     expect_purge_head: Option<&str>,
+    reexec: &crate::replay_cmd::Reexec<'_>,
     json: bool,
 ) -> Result<Code, Failure> {
+    if reexec.skip && reexec.pipeline.is_some() {
+        return Err(Failure::bad_input(
+            "--pipeline re-executes a pipeline against the record; --verify-only does not re-execute",
+        ));
+    }
     let expectation = expect_head.map(heads::parse_expectation).transpose()?;
     let purge_head = expect_purge_head.map(heads::parse_count_hash).transpose()?;
     let key = verify_key.map(head::read_verifying_key).transpose()?;
@@ -104,10 +111,18 @@ pub fn replay(
     }
     let ledger = open_existing(dir)?;
     let started = std::time::Instant::now();
+    // Verification's walk hands the run's events to re-execution, which so needs no log
+    // pass of its own.
+    let mut recorder = (!reexec.skip).then(attest_engine::replay::Recorder::new);
+    let observe = &mut |seq: u64, event: &attest_ledger::Event| {
+        if let Some(r) = recorder.as_mut() {
+            r.observe(seq, event)
+        }
+    };
     let mut report = match expectation {
         None => {
             let run = resolve_run(&ledger, run)?;
-            verify(&ledger, &run, None)?
+            verify(&ledger, &run, None, observe)?
         }
         Some(Expectation::Head(h)) => {
             // A head kept outside says the run was recorded: if the ledger no longer has
@@ -116,17 +131,17 @@ pub fn replay(
                 "latest" => resolve_run(&ledger, run)?,
                 id => RunId::new(id).map_err(|e| Failure::bad_input(e.to_string()))?,
             };
-            verify(&ledger, &run, Some(h))?
+            verify(&ledger, &run, Some(h), observe)?
         }
         Some(Expectation::Hash(hash)) => {
             let run = resolve_run(&ledger, run)?;
             match heads::place_hash(&ledger, &run, &hash) {
-                Some(h) => verify(&ledger, &run, Some(h))?,
+                Some(h) => verify(&ledger, &run, Some(h), observe)?,
                 None => {
                     // A log that does not walk is reported as such (the walk comes
                     // before the head check); otherwise the chain was rewritten or
                     // truncated before the head.
-                    let mut report = verify(&ledger, &run, None)?;
+                    let mut report = verify(&ledger, &run, None, observe)?;
                     let walk_failed = report.failure.as_ref().is_some_and(|f| {
                         matches!(
                             f.code,
@@ -153,30 +168,27 @@ pub fn replay(
                 }
             }
         }
-        Some(Expectation::File(file)) => file_head(&ledger, run, &file, key.as_ref())?,
+        Some(Expectation::File(file)) => file_head(&ledger, run, &file, key.as_ref(), observe)?,
     };
     if let (Some(expected), true) = (purge_head, report.ok()) {
         report.failure = heads::check_purge_head(&ledger, expected)?;
     }
-    print_report(&report, started.elapsed(), json);
-    Ok(if report.ok() {
-        Code::Ok
-    } else {
-        Code::Integrity
-    })
+    crate::replay_cmd::finish(&ledger, &report, recorder, reexec, started, json)
 }
 
 fn verify(
     ledger: &Ledger,
     run: &RunId,
     expected_head: Option<Head>,
+    observe: &mut dyn FnMut(u64, &attest_ledger::Event),
 ) -> Result<VerifyReport, Failure> {
-    Ok(ledger.verify(
+    Ok(ledger.verify_observing(
         run,
         &VerifyOptions {
             expected_head,
             skip_payloads: false,
         },
+        observe,
     )?)
 }
 
@@ -187,6 +199,7 @@ fn file_head(
     run: &str,
     file: &SignedHead,
     key: Option<&attest_ledger::head::VerifyingKey>,
+    observe: &mut dyn FnMut(u64, &attest_ledger::Event),
 ) -> Result<VerifyReport, Failure> {
     match key {
         Some(key) => {
@@ -236,37 +249,7 @@ fn file_head(
             "the ledger has no run named by the head kept outside it: deleted or replaced",
         ));
     }
-    verify(ledger, &id, Some(head))
-}
-
-fn print_report(report: &VerifyReport, elapsed: std::time::Duration, json: bool) {
-    let run = &report.run;
-    if json {
-        let mut v = serde_json::to_value(report).unwrap_or_default();
-        if let Some(obj) = v.as_object_mut() {
-            // Hashes are hex for people and tools (the derived form is a byte array).
-            if let Some(h) = report.head {
-                obj.insert(
-                    "head".into(),
-                    serde_json::json!({"count": h.count, "hash": h.hash.to_hex(), "head": format!("{}:{}", h.count, h.hash)}),
-                );
-            }
-            obj.insert("ok".into(), report.ok().into());
-            obj.insert("elapsed_ms".into(), (elapsed.as_millis() as u64).into());
-        }
-        println!("{v}");
-    } else if let Some(f) = &report.failure {
-        println!("run {run}: NOT CONSISTENT");
-        println!("{f}");
-    } else {
-        println!(
-            "run {run}: consistent — {} events, {} projections, {} payloads checked ({} purged) in {:.2?}",
-            report.events, report.projections_checked, report.payloads_checked, report.payloads_purged, elapsed
-        );
-        if let Some(h) = report.head {
-            println!("head {}:{}", h.count, h.hash);
-        }
-    }
+    verify(ledger, &id, Some(head), observe)
 }
 
 pub fn lineage(

@@ -6,6 +6,7 @@ mod export_cmd;
 mod heads;
 mod purge_cmd;
 mod render;
+mod replay_cmd;
 mod run_cmd;
 
 use clap::{Parser, Subcommand};
@@ -62,15 +63,26 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Verify a run's audit trail: chain, sequence, projections, payloads
+    /// Verify a run's record, then re-execute it and compare every result with the record
+    ///
+    /// Verification checks the chain, the sequence, the projections and the payloads.
+    /// Re-execution runs the recorded configuration (or --pipeline FILE) over the recorded
+    /// source rows, writing nothing, and reports the first divergence with its code, seq,
+    /// node and token. Exit 0 when consistent (also when a recorded purge left nothing to
+    /// re-execute), 4 on an integrity failure or a divergence, 2 when the run cannot be
+    /// re-executed. See docs/replay.md.
     Replay {
         #[command(flatten)]
         ledger: LedgerArg,
         #[command(flatten)]
         run: RunArg,
-        /// Only verify the ledger (re-execution is not available yet, so this is implied)
+        /// Only verify the ledger; do not re-execute
         #[arg(long)]
         verify_only: bool,
+        /// Re-execute this pipeline file instead of the recorded configuration ("would this
+        /// changed pipeline have decided the same?"); its nodes and wiring must be the run's
+        #[arg(long, value_name = "FILE")]
+        pipeline: Option<PathBuf>,
         /// A head kept outside the ledger: COUNT:HASH (as `attest run` prints it), a bare
         /// HASH, or a head file from `attest head --sign-key`
         #[arg(long, value_name = "COUNT:HASH|HASH|FILE")]
@@ -189,7 +201,8 @@ fn main() -> ExitCode {
         Command::Replay {
             ledger,
             run,
-            verify_only: _,
+            verify_only,
+            pipeline,
             expect_head,
             verify_key,
             expect_purge_head,
@@ -200,6 +213,10 @@ fn main() -> ExitCode {
             expect_head.as_deref(),
             verify_key.as_deref(),
             expect_purge_head.as_deref(),
+            &replay_cmd::Reexec {
+                skip: verify_only,
+                pipeline: pipeline.as_deref(),
+            },
             json,
         ),
         Command::Head {

@@ -58,18 +58,7 @@ pub struct Loaded {
 pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Loaded, Vec<String>> {
     let config = crate::config::load_with_env(path, env)
         .map_err(|e| e.iter().map(|e| e.to_string()).collect::<Vec<_>>())?;
-    let mut errors: Vec<String> = Vec::new();
-    if let Err(e) = config.validate_conditions(|src| {
-        Expr::parse(src)
-            .map(|_| ())
-            .map_err(|e| (e.position.offset, e.message))
-    }) {
-        errors.extend(e.iter().map(|e| e.to_string()));
-    }
-    errors.extend(check_supported(&config));
-    if !errors.is_empty() {
-        return Err(errors);
-    }
+    check(&config)?;
     let text =
         std::fs::read(path).map_err(|e| vec![format!("{}: cannot read: {e}", path.display())])?;
     // The loader has already refused a file that is not UTF-8.
@@ -84,6 +73,45 @@ pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Loaded,
         text,
         warnings,
     })
+}
+
+/// As [`load`], from the text of a settings file (a run's recorded configuration, which
+/// re-execution loads); `file` names it in messages.
+pub fn load_text(
+    text: Vec<u8>,
+    file: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Loaded, Vec<String>> {
+    let utf8 = std::str::from_utf8(&text)
+        .map_err(|e| vec![format!("{}: not valid UTF-8: {e}", file.display())])?;
+    let config = crate::config::parse_str(utf8, file, env)
+        .map_err(|e| e.iter().map(|e| e.to_string()).collect::<Vec<_>>())?;
+    check(&config)?;
+    let warnings = config.warnings.iter().map(|w| w.to_string()).collect();
+    Ok(Loaded {
+        config,
+        text,
+        warnings,
+    })
+}
+
+/// The checks beyond the configuration format: conditions parse, and this build runs
+/// every plugin named.
+fn check(config: &PipelineConfig) -> Result<(), Vec<String>> {
+    let mut errors: Vec<String> = Vec::new();
+    if let Err(e) = config.validate_conditions(|src| {
+        Expr::parse(src)
+            .map(|_| ())
+            .map_err(|e| (e.position.offset, e.message))
+    }) {
+        errors.extend(e.iter().map(|e| e.to_string()));
+    }
+    errors.extend(check_supported(config));
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
 }
 
 fn err_at(config: &PipelineConfig, loc: Loc, message: String) -> String {

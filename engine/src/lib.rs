@@ -10,6 +10,7 @@ pub mod formats;
 pub mod open;
 pub mod plan;
 pub mod pool;
+pub mod replay;
 pub mod run;
 pub mod template;
 pub mod transforms;

@@ -11,7 +11,7 @@ use crate::value::{Row, Value};
 use attest_ledger::Hash32;
 use std::collections::BTreeMap;
 
-fn schema(s: &config::Schema) -> formats::Schema {
+pub(crate) fn schema(s: &config::Schema) -> formats::Schema {
     formats::Schema {
         mode: s.mode,
         fields: s
@@ -166,6 +166,15 @@ pub fn open(config: &PipelineConfig) -> Result<Opened, String> {
             })
         }
     };
+    Ok((source, open_sinks(config, &original_names)?))
+}
+
+/// Prepares the pipeline's sinks (in the configuration's sink order); `original_names` maps
+/// source fields to their header text, for `headers: original`.
+pub fn open_sinks(
+    config: &PipelineConfig,
+    original_names: &BTreeMap<String, String>,
+) -> Result<Vec<Box<dyn RowSink>>, String> {
     let mut sinks: Vec<Box<dyn RowSink>> = Vec::new();
     for s in &config.sinks {
         let o = &s.options;
@@ -224,5 +233,5 @@ pub fn open(config: &PipelineConfig) -> Result<Opened, String> {
         };
         sinks.push(Box::new(Sink { inner }));
     }
-    Ok((source, sinks))
+    Ok(sinks)
 }

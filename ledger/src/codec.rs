@@ -306,11 +306,26 @@ mod tests {
         assert!(read_segment(&bad).next().unwrap().is_err());
     }
 
-    /// The test vector of `Event::PoolStats` (`docs/ledger-format.md`, Appendix A).
-    ///
-    /// RENUMBER ON MERGE: the first byte, `16`, is the variant index 22. The `replay`
-    /// branch adds `Event::RowDetail` as index 22; once it is merged first, `PoolStats`
-    /// follows it and this byte (and the Appendix A entry and §7.3 row) becomes `17`.
+    /// The newest variant's vector in `docs/ledger-format.md` Appendix A: its index is
+    /// 22, after every variant that existed before it.
+    #[test]
+    fn row_detail_encodes_as_documented() {
+        let ev = Event::RowDetail {
+            row: 3,
+            detail: Hash32::of(b"row"),
+        };
+        let bytes = encode(&ev).unwrap();
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            hex,
+            "160306f1a15f1e5e38208ceeeb21d27bf5e07ce8b01afd9148419bbe14fd51daa65e"
+        );
+        assert_eq!(decode::<Event>(&bytes).unwrap(), ev);
+    }
+
+    /// The test vector of `Event::PoolStats` (`docs/ledger-format.md`, Appendix A): its
+    /// first byte, `17`, is the variant index 23, after `RowDetail` (22). A variant merged
+    /// in ahead of it would renumber this byte, the Appendix A entry and the §7.3 row.
     #[test]
     fn pool_stats_test_vector() {
         let event = Event::PoolStats {
@@ -325,7 +340,7 @@ mod tests {
         };
         let bytes = encode(&event).unwrap();
         let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(hex, "1600027430036d61700203fc801a0600fbe803");
+        assert_eq!(hex, "1700027430036d61700203fc801a0600fbe803");
         assert_eq!(decode::<Event>(&bytes).unwrap(), event);
     }
 

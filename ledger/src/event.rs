@@ -236,6 +236,14 @@ pub enum Event {
     RunFinished {
         status: FinalStatus,
     },
+    /// What re-execution needs of source row `row` that its canonical payload does not
+    /// keep, as a payload (`docs/ledger-format.md` §8): the record's field order when it
+    /// differs from the last order recorded, and a quarantined row's quarantine row with
+    /// its order. Follows the row's `RowIngested`; only rows that need one have one.
+    RowDetail {
+        row: u64,
+        detail: Hash32,
+    },
     /// What a pooled executor's AIMD throttle did for the calls of one state (recorded
     /// once, before the state closes, for every state a pool served): the capacity errors
     /// it retried, the highest dispatch delay in force for them, and the time they waited
@@ -274,6 +282,7 @@ impl Event {
             Event::RunInterrupted { .. } => "run_interrupted",
             Event::RunResumed { .. } => "run_resumed",
             Event::RunFinished { .. } => "run_finished",
+            Event::RowDetail { .. } => "row_detail",
             Event::PoolStats { .. } => "pool_stats",
         }
     }

@@ -143,6 +143,19 @@ impl Ledger {
     ) -> Result<()> {
         crate::records::for_each(self.store(), run, |r| f(r.seq, r.event()?))
     }
+
+    /// The event at `seq` of `run`'s log, read from the one segment that holds it (for
+    /// tools that name a record found earlier, e.g. re-execution's report).
+    pub fn event_at(&self, run: &RunId, seq: u64) -> Result<Option<Event>> {
+        let mut found = None;
+        crate::records::for_segment_holding(self.store(), run, seq, |r| {
+            if r.seq == seq {
+                found = Some(r.event()?);
+            }
+            Ok(())
+        })?;
+        Ok(found)
+    }
 }
 
 /// What checking an export found.

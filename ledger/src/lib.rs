@@ -9,6 +9,7 @@
 //! - [`export`]: a run's chain as JSON lines, checkable without the ledger.
 //! - [`head`]: heads kept outside the ledger, signed with ed25519.
 //! - [`purge`]: purging payload bytes, recorded in a hash-chained purge log.
+//! - [`scratch`]: a ledger that applies the rules in memory and keeps nothing (re-execution).
 //!
 //! The on-disk format is specified in `docs/ledger-format.md`.
 
@@ -26,6 +27,7 @@ pub mod projection;
 pub mod purge;
 mod records;
 pub mod rules;
+pub mod scratch;
 pub mod store;
 #[cfg(test)]
 mod test_support;

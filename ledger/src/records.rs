@@ -29,6 +29,35 @@ pub(crate) fn for_each(
     Ok(())
 }
 
+/// Calls `f` on every record of the one log segment of `run` that may hold `seq`: the
+/// last segment whose first seq is at most `seq` (segment keys end in their first seq).
+pub(crate) fn for_segment_holding(
+    store: &Store,
+    run: &RunId,
+    seq: u64,
+    mut f: impl FnMut(&RawRecord<'_>) -> Result<()>,
+) -> Result<()> {
+    let prefix = projection::log_prefix(run);
+    let upto = projection::log_key(run, seq);
+    let Some(item) = store.db.range(prefix.clone()..=upto).next_back() else {
+        return Ok(());
+    };
+    let (key, segment) = item.map_err(|e| store.storage_err(e))?;
+    if !key.starts_with(&prefix) {
+        return Ok(());
+    }
+    for record in codec::read_segment(&segment) {
+        let record = record.map_err(|e| {
+            LedgerError::Corrupt(format!(
+                "run {run}: a record in the log segment at key {} does not frame: {e}",
+                hex(&key)
+            ))
+        })?;
+        f(&record)?;
+    }
+    Ok(())
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

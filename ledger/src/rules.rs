@@ -616,6 +616,15 @@ fn apply_to_running(p: &mut dyn Proj, rr: &mut RunCounters, seq: u64, event: &Ev
             let rec = get_row_mut(p, *row)?.ok_or_else(|| vanished(PKeyRef::Row(*row)))?;
             rec.validation_error = Some(error.clone());
         }
+        Event::RowDetail { row, .. } => {
+            if get_row(p, *row)?.is_none() {
+                return Err(violation(
+                    Rule::References,
+                    "DANGLING_ROW",
+                    format!("row {row} was never ingested"),
+                ));
+            }
+        }
         Event::StateOpened { state, input } => {
             check_node(p, &state.node, None)?;
             let states: &[StateRec] = match &state.subject {

@@ -26,7 +26,8 @@ pub const LOCK_FILE: &str = "attest.lock";
 pub struct Store {
     pub(crate) db: sled::Db,
     pub(crate) path: PathBuf,
-    _lock: File,
+    /// `None` for a temporary store, which no other process can find.
+    _lock: Option<File>,
 }
 
 impl Store {
@@ -67,7 +68,26 @@ impl Store {
         Ok(Store {
             db,
             path: dir.to_path_buf(),
-            _lock: lock,
+            _lock: Some(lock),
+        })
+    }
+
+    /// An empty store that sled deletes when it is dropped: what a scratch ledger reads
+    /// (and never writes).
+    pub(crate) fn temporary() -> Result<Store> {
+        let path = PathBuf::from("(scratch ledger)");
+        let db = sled::Config::new()
+            .temporary(true)
+            .cache_capacity(1024 * 1024)
+            .open()
+            .map_err(|e| LedgerError::Storage {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            })?;
+        Ok(Store {
+            db,
+            path,
+            _lock: None,
         })
     }
 

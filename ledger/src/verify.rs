@@ -146,6 +146,7 @@ pub(crate) fn referenced_payloads(event: &Event, out: &mut Vec<Hash32>) {
     match event {
         Event::RunStarted { config_hash, .. } => out.push(*config_hash),
         Event::RowIngested { payload, .. } => out.push(*payload),
+        Event::RowDetail { detail, .. } => out.push(*detail),
         Event::StateOpened { input, .. } => out.push(*input),
         Event::StateClosed {
             result: crate::event::StateResult::Completed { output },
@@ -237,6 +238,19 @@ impl Ledger {
     /// then the outside head, then the projections, then the payloads in the order they
     /// were first referenced.
     pub fn verify(&self, run: &RunId, opts: &VerifyOptions) -> Result<VerifyReport> {
+        self.verify_observing(run, opts, &mut |_, _| {})
+    }
+
+    /// As [`Ledger::verify`], handing `observer` every event of the log, in seq order, as
+    /// the walk applies it (before the projections and payloads are checked): a caller that
+    /// needs the run's events too (re-execution) gets them without decoding the log twice.
+    /// Events after a failing record are not seen.
+    pub fn verify_observing(
+        &self,
+        run: &RunId,
+        opts: &VerifyOptions,
+        observer: &mut dyn FnMut(u64, &Event),
+    ) -> Result<VerifyReport> {
         let mut report = VerifyReport {
             run: run.to_string(),
             events: 0,
@@ -246,7 +260,7 @@ impl Ledger {
             payloads_purged: 0,
             failure: None,
         };
-        let walk = match self.walk_log(run, opts, &mut report)? {
+        let walk = match self.walk_log(run, opts, &mut report, observer)? {
             Ok(w) => w,
             Err(f) => {
                 report.failure = Some(f);
@@ -347,6 +361,7 @@ impl Ledger {
         run: &RunId,
         opts: &VerifyOptions,
         report: &mut VerifyReport,
+        observer: &mut dyn FnMut(u64, &Event),
     ) -> Result<Result<Walk, Failure>> {
         let store = self.store();
         let want_at = opts.expected_head.and_then(|h| h.count.checked_sub(1));
@@ -372,6 +387,7 @@ impl Ledger {
                     payloads.push((h, seq));
                 }
             }
+            observer(seq, event);
             None
         };
         let end = std::thread::scope(|s| {
@@ -1032,6 +1048,46 @@ mod tests {
                 None => PayloadState::Missing,
             })
             .collect()
+    }
+
+    /// The observer sees exactly the run's events, in seq order.
+    #[test]
+    fn verify_observing_hands_on_every_event_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(dir.path()).unwrap();
+        let run = crate::test_support::source_to_sink_run(&ledger);
+        for row in 0..300u64 {
+            let mut c = crate::ledger::Commit::new();
+            let payload = c.payload(format!("row {row}").into_bytes());
+            c.push(Event::RowIngested {
+                row,
+                source: node("src"),
+                payload,
+            });
+            run.submit(c, Durability::Buffered).unwrap();
+        }
+        ledger.flush().unwrap();
+        let mut logged = Vec::new();
+        ledger
+            .for_each_event(run.id(), |seq, e| {
+                logged.push((seq, e));
+                Ok(())
+            })
+            .unwrap();
+        let mut seen = Vec::new();
+        let report = ledger
+            .verify_observing(run.id(), &VerifyOptions::default(), &mut |seq, e| {
+                seen.push((seq, e.clone()))
+            })
+            .unwrap();
+        assert!(report.ok(), "{:?}", report.failure);
+        assert_eq!(seen.len(), 303);
+        assert_eq!(seen, logged);
+        // Any one of them can be read back by its seq.
+        for (seq, e) in logged.iter().step_by(7) {
+            assert_eq!(ledger.event_at(run.id(), *seq).unwrap().as_ref(), Some(e));
+        }
+        assert_eq!(ledger.event_at(run.id(), 303).unwrap(), None);
     }
 
     #[test]

@@ -497,6 +497,26 @@ fn apply_commit(
     // A pipeline-shaped commit changes about one record per two events.
     let mut tx = TxProj::reusing(&mut base, std::mem::take(spare), items.len() / 2 + 4);
     let mut segment = Vec::new();
+    let (receipt, started) = apply_items(&mut tx, run, items, &mut segment, None)?;
+    *spare = tx.commit();
+    gr.first_seq.get_or_insert(receipt.first_seq);
+    gr.segment.extend_from_slice(&segment);
+    gr.started |= started;
+    Ok(receipt)
+}
+
+/// Resolves a command's items into events, encodes each as a record appended to `segment`
+/// and applies it through the integrity rules, in order, over `tx`: the one way a commit
+/// becomes records, for the ledger's writer and for a scratch ledger alike. Returns the
+/// receipt and whether the commit started the run; `events`, when given, receives the
+/// events applied. On error the caller drops `tx`, so nothing is kept.
+pub(crate) fn apply_items(
+    tx: &mut dyn Proj,
+    run: &RunId,
+    items: Vec<Item>,
+    segment: &mut Vec<u8>,
+    mut events: Option<&mut Vec<Event>>,
+) -> Result<(Receipt, bool)> {
     let mut receipt = Receipt {
         first_seq: 0,
         last_seq: 0,
@@ -504,42 +524,41 @@ fn apply_commit(
         allocated: Vec::new(),
     };
     let mut started = false;
+    let start_len = segment.len();
     for (i, item) in items.into_iter().enumerate() {
-        let (seq, prev) = rules::run_head(&mut tx)?;
-        let event = resolve(&mut tx, item, &mut receipt.allocated)?;
+        let (seq, prev) = rules::run_head(tx)?;
+        let event = resolve(tx, item, &mut receipt.allocated)?;
         if let Event::RunStarted { .. } = event {
             started = true;
         }
-        let hash =
-            match codec::append_record(&mut segment, seq, &prev, &event, codec::DECODE_LIMIT)? {
-                Ok(hash) => hash,
-                Err(len) => {
-                    return Err(violation(
-                        Rule::WellFormed,
-                        "EVENT_TOO_LARGE",
-                        format!("{} event of {len} bytes", event.name()),
-                    ))
-                }
-            };
-        rules::apply(&mut tx, run, seq, hash, &event)?;
+        let hash = match codec::append_record(segment, seq, &prev, &event, codec::DECODE_LIMIT)? {
+            Ok(hash) => hash,
+            Err(len) => {
+                return Err(violation(
+                    Rule::WellFormed,
+                    "EVENT_TOO_LARGE",
+                    format!("{} event of {len} bytes", event.name()),
+                ))
+            }
+        };
+        rules::apply(tx, run, seq, hash, &event)?;
         if i == 0 {
             receipt.first_seq = seq;
         }
         receipt.last_seq = seq;
         receipt.head = hash;
+        if let Some(out) = events.as_deref_mut() {
+            out.push(event);
+        }
     }
-    if segment.is_empty() {
+    if segment.len() == start_len {
         return Err(violation(
             Rule::WellFormed,
             "EMPTY_COMMIT",
             "a commit needs at least one event",
         ));
     }
-    *spare = tx.commit();
-    gr.first_seq.get_or_insert(receipt.first_seq);
-    gr.segment.extend_from_slice(&segment);
-    gr.started |= started;
-    Ok(receipt)
+    Ok((receipt, started))
 }
 
 /// Turns an item into its event, allocating attempt numbers and call indices from the

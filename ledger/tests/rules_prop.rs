@@ -319,7 +319,8 @@ impl Model {
             | Event::EdgeRegistered { .. }
             | Event::RouteDecided { .. }
             | Event::ArtifactWritten { .. }
-            | Event::Checkpoint { .. } => {}
+            | Event::Checkpoint { .. }
+            | Event::RowDetail { .. } => {}
         }
     }
 
@@ -538,6 +539,11 @@ impl Sim {
                 source: n("src"),
                 payload,
             });
+            // Some rows carry what re-execution needs beyond their payload.
+            if (a + i as u32).is_multiple_of(4) {
+                let detail = commit.payload(format!("{{\"order\":{a}}}").into_bytes());
+                events.push(Event::RowDetail { row, detail });
+            }
         }
         commit.items = events.iter().cloned().map(Item::Event).collect();
         // Durable commits cost an fsync: keep them rare.
@@ -1317,6 +1323,7 @@ enum Bad {
     TokenBuffered,
     SecondRunStarted,
     DuplicateToken,
+    DetailOfMissingRow,
     PoolStatsOnClosedState,
     PoolStatsTwice,
     PoolStatsOnGhostState,
@@ -1357,6 +1364,7 @@ const ALL_BAD: &[Bad] = &[
     Bad::TokenBuffered,
     Bad::SecondRunStarted,
     Bad::DuplicateToken,
+    Bad::DetailOfMissingRow,
     Bad::PoolStatsOnClosedState,
     Bad::PoolStatsTwice,
     Bad::PoolStatsOnGhostState,
@@ -2370,6 +2378,14 @@ impl Sim {
                     }
                 };
                 refuse(BatchMembership, code, vec![event])
+            }
+            Bad::DetailOfMissingRow => {
+                // A row detail for a row the run has not ingested (yet).
+                let event = Event::RowDetail {
+                    row: self.m.rows + u64::from(v),
+                    detail: self.pool(a),
+                };
+                refuse(References, "DANGLING_ROW", vec![event])
             }
             Bad::SecondRunStarted => refuse(
                 RunLifecycle,

@@ -425,6 +425,8 @@ fn read_chunks(
 ) -> Result<(), EngineError> {
     let mut done = false;
     let mut failed = None;
+    // What re-execution needs of each row beyond its payload (field order, quarantine rows).
+    let mut details = crate::replay::detail::DetailRecorder::new();
     while !done {
         let Ok(first) = records.recv() else { break };
         let mut chunk = Vec::with_capacity(INGEST_CHUNK);
@@ -437,13 +439,9 @@ fn read_chunks(
             }
             match item {
                 Ok(rec) => {
-                    worker::ingest(
-                        plan,
-                        run.ledger(),
-                        &mut commit,
-                        *rows + chunk.len() as u64,
-                        &rec,
-                    )?;
+                    let row = *rows + chunk.len() as u64;
+                    worker::ingest(plan, run.ledger(), &mut commit, row, &rec)?;
+                    details.record(run.ledger(), &mut commit, row, &rec)?;
                     chunk.push(rec);
                 }
                 Err(e) => {
