@@ -847,3 +847,70 @@ fn seed_003_a_call_on_an_invented_state_is_refused_by_the_ledger() {
     let rec = ledger.run_record(run.id()).unwrap().unwrap();
     assert_eq!(rec.calls, 1, "only the batch's own call was recorded");
 }
+
+/// `attest replay`'s re-execution (`attest_engine::replay`) of pooled runs with capacity
+/// retries and `retry_timeout`s, in every pooled shape (single query, multi-query,
+/// `llm_batch`): no divergence, every recorded result matched, nothing sent; and the same
+/// with the pipeline's deadline changed either way, since the retries follow the record.
+#[test]
+fn attest_replay_re_executes_pooled_runs_with_capacity_retries_without_divergence() {
+    use attest_engine::replay::{reexecute, ReexecOptions};
+    let server = FakeLlm::start();
+    server.set_latency(Duration::from_millis(2));
+    let env = |k: &str| (k == "FAKE_KEY").then(|| "sk-pooled-test".to_string());
+    let n = 8u64;
+    let p = Pipeline::numbered(n);
+    let ledger = Ledger::open(p.path("ledger")).unwrap();
+    let pool = ", pool_size: 4, recovery_step_ms: 5, max_dispatch_delay_ms: 40";
+    let shapes = [
+        p.llm_yaml(
+            &server.url(),
+            &format!("{pool}, max_capacity_retry_seconds: 0.1"),
+            1,
+        ),
+        p.llm_yaml(
+            &server.url(),
+            &format!("{pool}, max_capacity_retry_seconds: 0.1{}", queries(3)),
+            1,
+        ),
+        batch_yaml(&p, &server.url(), 3, ", max_capacity_retry_seconds: 0.1"),
+    ];
+    for (shape, yaml) in shapes.iter().enumerate() {
+        for out_of_capacity in [false, true] {
+            if out_of_capacity {
+                server.fail_always(Some(Fault::Status(429)));
+            } else {
+                server.fail_next(7, Fault::Status(429));
+            }
+            let s = p.run(yaml, &KEY, &ledger, None);
+            server.fail_always(None);
+            completed(&s);
+            let sent = server.requests();
+            let what = format!("shape {shape}, out of capacity: {out_of_capacity}");
+            for deadline in [None, Some("3600"), Some("0.000001")] {
+                let pipeline = p.path("changed.yaml");
+                let mut opts = ReexecOptions::new(&env);
+                if let Some(d) = deadline {
+                    std::fs::write(
+                        &pipeline,
+                        yaml.replace(
+                            "max_capacity_retry_seconds: 0.1",
+                            &format!("max_capacity_retry_seconds: {d}"),
+                        ),
+                    )
+                    .unwrap();
+                    opts.pipeline = Some(&pipeline);
+                }
+                let r = reexecute(&ledger, &s.run_id, &opts).unwrap();
+                let c = r.comparison.as_ref().unwrap();
+                assert_eq!(c.first, None, "{what}, deadline {deadline:?}");
+                assert_eq!(c.compared, r.record_events, "{what}, deadline {deadline:?}");
+                assert_eq!(
+                    server.requests(),
+                    sent,
+                    "{what}: re-execution sent a request"
+                );
+            }
+        }
+    }
+}

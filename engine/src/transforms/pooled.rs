@@ -79,17 +79,17 @@ where
         }
     });
     ctx.record_pool(&batch.stats);
-    let max_retry = pool.config().max_capacity_retry().as_secs_f64();
     batch
         .results
         .into_iter()
         .map(|r| {
             r.map_err(|e| match e {
                 PoolError::Failed(f) => f.error,
+                // Only what the record decides (not the elapsed time, nor the configured
+                // deadline), so that re-execution states the same error.
                 PoolError::RetryTimeout { last, attempts, .. } => TransformError::new(json!({
                     "reason": "retry_timeout",
                     "attempts": attempts,
-                    "max_capacity_retry_seconds": max_retry,
                     "last_error": last.error.reason,
                 })),
                 PoolError::Panicked { message } => TransformError::new(json!({
