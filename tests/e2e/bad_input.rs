@@ -472,6 +472,38 @@ fn llm_endpoint_returns_garbage() {
     assert_eq!(l.matches(error).count(), 2, "{l}");
 }
 
+/// The endpoint is out of capacity for good (429 to everything) and the transform is
+/// pooled: each row's call is throttled and retried until `max_capacity_retry_seconds`,
+/// then the row goes to `on_error` (here `discard`) with `retry_timeout`, every attempt's
+/// call recorded in the row's one state with the throttle's statistics.
+#[test]
+fn llm_endpoint_out_of_capacity() {
+    let server = FakeLlm::start();
+    server.fail_always(Some(Fault::Status(429)));
+    let s = with_llm(&format!(
+        "base_url: '{}', pool_size: 2, recovery_step_ms: 20, max_dispatch_delay_ms: 50, \
+         max_capacity_retry_seconds: 0.2",
+        server.url()
+    ));
+    let out = run(&s, "bad.yaml");
+    expect(&out, 0, &["discarded    6"]);
+    assert!(
+        server.requests() >= 12,
+        "never retried: {}",
+        server.requests()
+    );
+    assert_eq!(
+        ledger_state(&s, LEDGER),
+        Ledger::Verified(vec!["completed".into()])
+    );
+    let l = lineage_row0(&s);
+    assert!(l.contains("ask attempt 1: failed"), "{l}");
+    assert!(!l.contains("ask attempt 2"), "{l}");
+    assert!(l.contains("error: {\"reason\":\"retry_timeout\""), "{l}");
+    assert!(l.contains("    pool: "), "{l}");
+    assert!(l.contains("call 1 llm: errored"), "{l}");
+}
+
 #[test]
 fn config_unset_variable() {
     let s = with_config(

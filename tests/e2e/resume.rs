@@ -1,5 +1,5 @@
 //! `attest resume` through the binary: Ctrl-C then resume gives the uninterrupted output,
-//! and the bad inputs of a resume (rows 27–35 of the matrix in docs/reliability.md) are
+//! and the bad inputs of a resume (rows 28–36 of the matrix in docs/reliability.md) are
 //! refused with a message naming what and where, changing nothing.
 
 use attest_tests::crash::{

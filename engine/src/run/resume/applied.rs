@@ -229,6 +229,17 @@ impl Reader<'_> {
                 Some((_, Some(recorded))) => same_or(&recorded, response),
                 _ => Found::Absent,
             },
+            // A pool's statistics are timings: a re-run cannot repeat them, and only their
+            // presence is compared (the decisions they stand for are the calls).
+            Event::PoolStats { state, .. } => {
+                match self
+                    .ledger
+                    .projection(self.run, &PKey::Pool(state.clone()))?
+                {
+                    Some(_) => Found::Same,
+                    None => Found::Absent,
+                }
+            }
             other => {
                 return Err(EngineError::Internal(format!(
                     "a row's walk produced {}, which only the sequencer records",
