@@ -78,6 +78,37 @@ pub enum StateResult {
     Failed { error: String, retryable: bool },
 }
 
+impl StateResult {
+    /// The error of a state that was still open when its run stopped (a crash while a
+    /// node was calling out), closed by `attest resume` in the commit that records the
+    /// resume (`docs/ledger-format.md` §7.6). No plugin's error has this form: a plugin's
+    /// error is a JSON object.
+    pub const INTERRUPTED: &'static str =
+        "interrupted: the run stopped while this state was open; resumed as the next attempt";
+
+    /// The result `attest resume` closes an interrupted state with: failed, retryable.
+    pub fn interrupted() -> StateResult {
+        StateResult::Failed {
+            error: StateResult::INTERRUPTED.to_string(),
+            retryable: true,
+        }
+    }
+
+    /// Whether this is [`StateResult::interrupted`]: the attempt did not fail, its run
+    /// stopped; the next attempt of the same node and subject is its continuation.
+    pub fn is_interrupted(&self) -> bool {
+        match self {
+            StateResult::Failed { error, retryable } => Self::is_interruption(error, *retryable),
+            StateResult::Completed { .. } => false,
+        }
+    }
+
+    /// Whether a failure with this error and retryability is the interruption.
+    pub fn is_interruption(error: &str, retryable: bool) -> bool {
+        retryable && error == StateResult::INTERRUPTED
+    }
+}
+
 /// How an external call ended.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CallOutcome {
@@ -285,5 +316,27 @@ impl Event {
             Event::RowDetail { .. } => "row_detail",
             Event::PoolStats { .. } => "pool_stats",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_resume_s_close_reads_as_interrupted() {
+        assert!(StateResult::interrupted().is_interrupted());
+        // A plugin's error is a JSON object, even one that says "interrupted".
+        for (error, retryable) in [
+            (r#"{"reason":"interrupted"}"#.to_string(), true),
+            (StateResult::INTERRUPTED.to_string(), false),
+            (format!("{} ", StateResult::INTERRUPTED), true),
+        ] {
+            assert!(!StateResult::Failed { error, retryable }.is_interrupted());
+        }
+        assert!(!StateResult::Completed {
+            output: Hash32::ZERO
+        }
+        .is_interrupted());
     }
 }

@@ -447,7 +447,11 @@ impl StateHandle {
     }
 
     /// Allocates the next call index on this state and records the request (its bytes are
-    /// stored as a payload in the same commit), before the call is made.
+    /// stored as a payload in the same commit), before the call is made. On disk when it
+    /// returns (it shares the fsync of whatever is committed with it): a request is sent
+    /// only once its record is durable, so a crash can never leave a call made that the
+    /// ledger does not know of, and a resumed run never sends again a request it cannot
+    /// see was sent (write-ahead).
     pub fn allocate_call(
         &self,
         kind: &str,
@@ -462,7 +466,7 @@ impl StateHandle {
             request,
             served,
         });
-        let receipt = self.run.submit(commit, Durability::Buffered)?;
+        let receipt = self.run.submit(commit, Durability::Flushed)?;
         let index = receipt
             .allocated
             .first()

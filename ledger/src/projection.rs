@@ -90,6 +90,18 @@ pub enum StateStatus {
     Failed { error: String, retryable: bool },
 }
 
+impl StateStatus {
+    /// Closed as interrupted by `attest resume` ([`crate::StateResult::interrupted`]).
+    pub fn is_interrupted(&self) -> bool {
+        match self {
+            StateStatus::Failed { error, retryable } => {
+                crate::StateResult::is_interruption(error, *retryable)
+            }
+            _ => false,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StateRec {
     pub node: NodeId,

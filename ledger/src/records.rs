@@ -115,6 +115,17 @@ impl crate::Ledger {
         Ok(())
     }
 
+    /// Calls `f` with the events of `run` from the newest back, until it returns
+    /// `Ok(false)`: for resume, which reads what a run recorded after its last checkpoint
+    /// without reading the rest.
+    pub fn scan_events_rev(
+        &self,
+        run: &RunId,
+        mut f: impl FnMut(u64, &crate::Event) -> Result<bool>,
+    ) -> Result<()> {
+        for_each_rev(self.store(), run, |r| f(r.seq, &r.event()?))
+    }
+
     /// The newest event of `run` for which `pick` returns something, with its seq: for
     /// resume, which needs the last checkpoint without reading the whole log.
     pub fn find_last_event<T>(
@@ -123,9 +134,9 @@ impl crate::Ledger {
         mut pick: impl FnMut(&crate::Event) -> Option<T>,
     ) -> Result<Option<(u64, T)>> {
         let mut found = None;
-        for_each_rev(self.store(), run, |r| {
-            if let Some(t) = pick(&r.event()?) {
-                found = Some((r.seq, t));
+        self.scan_events_rev(run, |seq, event| {
+            if let Some(t) = pick(event) {
+                found = Some((seq, t));
                 return Ok(false);
             }
             Ok(true)
@@ -187,6 +198,18 @@ mod tests {
             })
             .unwrap();
         assert_eq!(none, None);
+        let mut newest = Vec::new();
+        ledger
+            .scan_events_rev(run.id(), |seq, e| {
+                newest.push((seq, e.name()));
+                Ok(seq > 5)
+            })
+            .unwrap();
+        assert_eq!(
+            newest,
+            vec![(6, "row_ingested"), (5, "checkpoint")],
+            "newest first, stopping when told"
+        );
         let mut first = Vec::new();
         ledger
             .scan_events(run.id(), |seq, e| {

@@ -6,7 +6,7 @@
 //! and sends nothing, which is what `attest replay` and `attest resume` need. Neither
 //! writes to the ledger: recording stays with the client and its [`super::Journal`].
 
-use super::record::{CallFailure, Prepared, Response};
+use super::record::{CallFailure, Prepared, Response, Reused};
 use attest_ledger::{Hash32, LedgerError, StateId, TokenId};
 
 /// Which call is being answered.
@@ -22,6 +22,13 @@ pub enum Answer {
     Response(Response),
     /// No response: refused, timed out, reset, ...
     Failed(CallFailure),
+    /// The call was not sent: `response` is the recorded answer of the call `from`, which
+    /// asked the same request (a resumed run's next attempt of an interrupted state, and
+    /// re-execution of such a call). Recorded with the marker, so the record says so.
+    Reused {
+        response: Response,
+        from: Reused,
+    },
 }
 
 /// A backend that could not answer at all (the state is boxed: this error is rare, and

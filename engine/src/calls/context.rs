@@ -430,6 +430,11 @@ impl PendingCall {
         );
         let latency_us = started.elapsed().as_micros().min(u128::from(u64::MAX)) as u64;
         let redactor = &scope.redactor;
+        // A reused answer was recorded once already, redacted; its record says where from.
+        let (answer, reused) = match answer {
+            Ok(Answer::Reused { response, from }) => (Ok(Answer::Response(response)), Some(from)),
+            other => (other, None),
+        };
         let (outcome, record, result) = match answer {
             Ok(Answer::Response(resp)) => {
                 let resp = resp.redacted(redactor);
@@ -443,7 +448,16 @@ impl PendingCall {
                         retryable: e.retryable(),
                     },
                 };
-                (outcome, resp.to_record(), Ok(verdict))
+                let record = match &reused {
+                    Some(from) => resp.to_reused_record(from),
+                    None => resp.to_record(),
+                };
+                (outcome, record, Ok(verdict))
+            }
+            Ok(Answer::Reused { .. }) => {
+                return Err(CallError::NotMade(
+                    "a reused answer was not unwrapped".into(),
+                ))
             }
             Ok(Answer::Failed(f)) => {
                 let f = CallFailure {

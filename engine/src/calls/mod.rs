@@ -11,7 +11,8 @@
 //!   stored.
 //! - [`backend`]: the seam between a call and the outside world: [`LiveBackend`] sends it
 //!   with ureq, [`RecordedBackend`] answers it from an earlier run's record and sends
-//!   nothing (replay, resume).
+//!   nothing (replay, resume), [`ReusingBackend`] answers a resumed attempt's calls from
+//!   the interrupted attempt it continues where that one got an answer, and sends the rest.
 //!
 //! # Order of calls within one state: the replay rule
 //!
@@ -38,12 +39,14 @@ mod live;
 pub mod record;
 mod recorded;
 pub mod redact;
+mod reuse;
 
 pub use backend::{Answer, BackendError, CallBackend, CallKey};
 pub use context::{CallContext, CallError, CallFault, CallScope, Journal, PendingCall, Verdict};
 pub use live::LiveBackend;
 pub use record::{
-    CallFailure, FailureKind, Prepared, Request, RequestBody, Response, ResponseBody,
+    CallFailure, FailureKind, Prepared, Request, RequestBody, Response, ResponseBody, Reused,
 };
 pub use recorded::RecordedBackend;
 pub use redact::Redactor;
+pub use reuse::ReusingBackend;

@@ -7,7 +7,10 @@
 //!   is `null`, `{"json": value}` (sent as the value's canonical bytes) or `{"text": s}`;
 //! - response: `{"status", "headers": [[name, value], ...], "body"}`, where `body` is
 //!   `{"text": s}` (the exact bytes, when they are UTF-8) or `{"hex": s}`;
-//! - error (no response): `{"error": {"kind", "message", "retryable"}}`.
+//! - error (no response): `{"error": {"kind", "message", "retryable"}}`;
+//! - a response a resumed run took from the record instead of sending the request again
+//!   (`attest resume`): the response's record plus `"reused": {"state", "index"}`, the
+//!   call whose answer it is ([`Reused`]).
 //!
 //! All three are made only from redacted values. A plugin reads the answer in the very
 //! form it was recorded in ([`Response::from_record`] of [`Response::to_record`] is the
@@ -199,6 +202,19 @@ impl Response {
         })
     }
 
+    /// The record of this response answering a call that was not sent: the answer of
+    /// the call `from`, which asked the same request (see [`Reused`]).
+    pub fn to_reused_record(&self, from: &Reused) -> Value {
+        let mut v = self.to_record();
+        if let Some(map) = v.as_object_mut() {
+            map.insert(
+                "reused".into(),
+                json!({"state": from.state, "index": from.index}),
+            );
+        }
+        v
+    }
+
     pub fn from_record(v: &Value) -> Option<Response> {
         let status = u16::try_from(v.get("status")?.as_u64()?).ok()?;
         let mut headers = Vec::new();
@@ -219,6 +235,27 @@ impl Response {
             status,
             headers,
             body,
+        })
+    }
+}
+
+/// Where a reused answer comes from: call `index` of state `state` (its id as text), the
+/// call that was sent and answered. A resumed run answers a call of an interrupted state's
+/// next attempt this way when the interrupted attempt's call asked the same request and
+/// its response is recorded (`crate::calls::ReusingBackend`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reused {
+    pub state: String,
+    pub index: u32,
+}
+
+impl Reused {
+    /// The marker in a response record, if the record has one.
+    pub fn of_record(v: &Value) -> Option<Reused> {
+        let r = v.get("reused")?;
+        Some(Reused {
+            state: r.get("state")?.as_str()?.to_string(),
+            index: u32::try_from(r.get("index")?.as_u64()?).ok()?,
         })
     }
 }
@@ -244,6 +281,10 @@ pub enum FailureKind {
     InvalidRequest,
     /// Any other I/O error.
     Io,
+    /// The run stopped after the call was recorded and before its answer was: whether the
+    /// request went out is not known. Recorded by `attest resume`, whose next attempt of
+    /// the state sends it again.
+    Interrupted,
 }
 
 impl FailureKind {
@@ -258,6 +299,7 @@ impl FailureKind {
             FailureKind::TooLarge => "too_large",
             FailureKind::InvalidRequest => "invalid_request",
             FailureKind::Io => "io",
+            FailureKind::Interrupted => "interrupted",
         }
     }
 
@@ -273,6 +315,7 @@ impl FailureKind {
             TooLarge,
             InvalidRequest,
             Io,
+            Interrupted,
         ]
         .into_iter()
         .find(|k| k.name() == name)
@@ -289,6 +332,7 @@ impl FailureKind {
                 | FailureKind::Dns
                 | FailureKind::Protocol
                 | FailureKind::Io
+                | FailureKind::Interrupted
         )
     }
 }
@@ -307,6 +351,18 @@ impl std::fmt::Display for CallFailure {
 }
 
 impl CallFailure {
+    /// What `attest resume` records for a call that was allocated (its request recorded)
+    /// but has no completion: the run stopped in between, and nobody can tell whether the
+    /// request was sent.
+    pub fn interrupted() -> CallFailure {
+        CallFailure {
+            kind: FailureKind::Interrupted,
+            message: "the run stopped before an answer was recorded; the request may or may \
+             not have been sent, and the state's next attempt sends it again"
+                .into(),
+        }
+    }
+
     pub fn retryable(&self) -> bool {
         self.kind.retryable()
     }
@@ -395,6 +451,9 @@ mod tests {
         };
         assert_eq!(CallFailure::from_record(&f.to_record()), Some(f));
         assert!(FailureKind::Timeout.retryable());
+        let i = CallFailure::interrupted();
+        assert_eq!(CallFailure::from_record(&i.to_record()), Some(i));
+        assert!(FailureKind::Interrupted.retryable());
         assert!(!FailureKind::InvalidRequest.retryable());
     }
 
@@ -412,7 +471,13 @@ mod tests {
             let resp = Response::new(status, headers, bytes);
             let canonical = attest_ledger::canonical::to_canonical_bytes(&resp.to_record()).unwrap();
             let back: Value = serde_json::from_slice(&canonical).unwrap();
-            prop_assert_eq!(Response::from_record(&back), Some(resp));
+            prop_assert_eq!(Response::from_record(&back), Some(resp.clone()));
+            // A reused answer reads as the same response, and names where it came from.
+            let from = Reused { state: "t1@ask#1".into(), index: status.into() };
+            let reused = resp.to_reused_record(&from);
+            prop_assert_eq!(Response::from_record(&reused), Some(resp));
+            prop_assert_eq!(Reused::of_record(&reused), Some(from));
+            prop_assert_eq!(Reused::of_record(&back), None);
         }
     }
 }

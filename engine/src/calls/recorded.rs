@@ -1,7 +1,7 @@
 //! Answering calls from an earlier run's record, sending nothing.
 
 use super::backend::{Answer, BackendError, CallBackend, CallKey};
-use super::record::{CallFailure, Prepared, Response};
+use super::record::{CallFailure, Prepared, Response, Reused};
 use attest_ledger::{Hash32, Ledger, RunId, TokenId};
 
 /// Answers call (state, index) with what run `run` recorded for the same (state, index),
@@ -46,47 +46,67 @@ impl CallBackend for RecordedBackend {
     fn perform(&self, key: CallKey<'_>, request: &Prepared) -> Result<Answer, BackendError> {
         let state = || Box::new(key.state.clone());
         let index = key.index;
-        let rec = self
-            .ledger
-            .call_record(&self.run, key.state, index)?
-            .ok_or_else(|| BackendError::Missing {
-                state: state(),
-                index,
+        let (recorded, answer) =
+            recorded_answer(&self.ledger, &self.run, key)?.ok_or_else(|| {
+                BackendError::Missing {
+                    state: state(),
+                    index,
+                }
             })?;
-        if rec.request != request.hash {
+        if recorded != request.hash {
             return Err(BackendError::RequestChanged {
                 state: state(),
                 index,
-                recorded: rec.request,
+                recorded,
                 now: request.hash,
             });
         }
-        let done = rec.completion.ok_or_else(|| BackendError::Incomplete {
+        answer.ok_or_else(|| BackendError::Incomplete {
             state: state(),
             index,
-        })?;
-        let unreadable = |why: String| BackendError::Unreadable {
-            state: state(),
-            index,
-            why,
-        };
-        let hash = done
-            .response
-            .ok_or_else(|| unreadable("the completion names no answer payload".into()))?;
-        let bytes = self
-            .ledger
-            .payload(&hash)?
-            .ok_or_else(|| unreadable(format!("payload {hash} is not stored (purged?)")))?;
-        let value: serde_json::Value = serde_json::from_slice(&bytes)
-            .map_err(|e| unreadable(format!("payload {hash} is not JSON: {e}")))?;
-        if value.get("error").is_some() {
-            CallFailure::from_record(&value)
-                .map(Answer::Failed)
-                .ok_or_else(|| unreadable(format!("payload {hash} is not a call error")))
-        } else {
-            Response::from_record(&value)
-                .map(Answer::Response)
-                .ok_or_else(|| unreadable(format!("payload {hash} is not a call response")))
-        }
+        })
     }
+}
+
+/// What run `run` recorded for call `key`: its request hash and, once it was completed,
+/// its answer as recorded (a response, a reused response with its marker, or the error
+/// of a call that got none). `None` when the call is not in the record.
+pub(crate) fn recorded_answer(
+    ledger: &Ledger,
+    run: &RunId,
+    key: CallKey<'_>,
+) -> Result<Option<(Hash32, Option<Answer>)>, BackendError> {
+    let Some(rec) = ledger.call_record(run, key.state, key.index)? else {
+        return Ok(None);
+    };
+    let Some(done) = rec.completion else {
+        return Ok(Some((rec.request, None)));
+    };
+    let unreadable = |why: String| BackendError::Unreadable {
+        state: Box::new(key.state.clone()),
+        index: key.index,
+        why,
+    };
+    let hash = done
+        .response
+        .ok_or_else(|| unreadable("the completion names no answer payload".into()))?;
+    let bytes = ledger
+        .payload(&hash)?
+        .ok_or_else(|| unreadable(format!("payload {hash} is not stored (purged?)")))?;
+    let value: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| unreadable(format!("payload {hash} is not JSON: {e}")))?;
+    let answer = if value.get("error").is_some() {
+        CallFailure::from_record(&value)
+            .map(Answer::Failed)
+            .ok_or_else(|| unreadable(format!("payload {hash} is not a call error")))?
+    } else {
+        let response = Response::from_record(&value)
+            .ok_or_else(|| unreadable(format!("payload {hash} is not a call response")))?;
+        // A recorded reuse is answered as it was recorded: marker and all.
+        match Reused::of_record(&value) {
+            Some(from) => Answer::Reused { response, from },
+            None => Answer::Response(response),
+        }
+    };
+    Ok(Some((rec.request, Some(answer))))
 }

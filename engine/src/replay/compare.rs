@@ -427,7 +427,7 @@ impl Comparator {
             return;
         };
         if let (
-            Key::Artifact(sink, n),
+            Key::Artifact(sink, _),
             Val::Artifact {
                 content_hash,
                 size,
@@ -441,12 +441,37 @@ impl Comparator {
                 size: *size,
                 rows: *rows,
             };
-            self.artifacts.insert((sink.clone(), n), recorded);
+            // A run ends with one artifact per sink. One that was interrupted recorded its
+            // files as they stood, and its resume records them again when finished: the
+            // last one is the run's, and the one re-execution's single artifact is
+            // compared with.
+            self.artifacts.insert((sink.clone(), 0), recorded);
             return;
         }
         let k = Self::digest(&mut self.buf, &key);
         let v = Self::digest(&mut self.buf, &val);
         self.expected.insert(k, Recorded { seq, val: v });
+        if let Event::StateClosed { state, result, .. } = event {
+            if result.is_interrupted() {
+                self.forget_calls(state);
+            }
+        }
+    }
+
+    /// An interrupted attempt's calls are bookkeeping of a crash, not results: what it
+    /// got answered its next attempt took from the record (and re-execution compares
+    /// there), and where the run stopped inside it cannot be re-executed. Its opening and
+    /// its close are compared: re-execution walks them as recorded. Calls are numbered
+    /// from 0 without gaps, and all of them precede the close.
+    fn forget_calls(&mut self, state: &StateId) {
+        for index in 0.. {
+            let call = Self::digest(&mut self.buf, &Key::Call(state, index));
+            if self.expected.remove(&call).is_none() {
+                break;
+            }
+            let done = Self::digest(&mut self.buf, &Key::CallDone(state, index));
+            self.expected.remove(&done);
+        }
     }
 
     /// Record events that will be compared.

@@ -251,6 +251,7 @@ pub fn reexecute_recorded(
                 interrupt: stop,
                 progress,
                 calls: calls.clone(),
+                interrupted: Arc::new(recorded.interrupted.clone()),
             },
         )
         .map_err(|e| ReplayError::Start(e.to_string()))?

@@ -3,6 +3,7 @@
 //! decoded once, or by a pass of its own.
 
 use super::compare::{Comparator, Leniency};
+use crate::run::interrupted::Interrupted;
 use attest_ledger::{Event, FinalStatus, Hash32, Ledger, LedgerError, NodeId, NodeKind, RunId};
 
 /// What re-execution needs to know of one source row.
@@ -26,6 +27,9 @@ pub(crate) struct Recorded {
     /// External calls the run made.
     pub calls: u64,
     pub events: u64,
+    /// Attempts a resume closed as interrupted: re-execution walks them as recorded
+    /// (`crate::run::interrupted`).
+    pub interrupted: Interrupted,
 }
 
 /// Gathers a run's record from its events, fed in seq order: the configuration's hash,
@@ -54,6 +58,7 @@ impl Recorder {
                 rows: Vec::new(),
                 calls: 0,
                 events: 0,
+                interrupted: Interrupted::default(),
             },
             expected: Comparator::new(Leniency::default()),
         }
@@ -104,6 +109,9 @@ impl Recorder {
                 }
             }
             Event::CallAllocated { .. } => r.calls += 1,
+            Event::StateClosed { state, result, .. } if result.is_interrupted() => {
+                r.interrupted.insert(state.clone())
+            }
             Event::RunFinished { status } => r.finished = Some(*status),
             Event::RunInterrupted { .. } | Event::RunResumed { .. } => r.finished = None,
             _ => {}

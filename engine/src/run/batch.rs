@@ -219,21 +219,31 @@ impl Batches {
         let input = w.payloads().store_value(&Value::Array(
             rows.iter().cloned().map(Value::Object).collect(),
         ))?;
-        let state = StateId {
-            subject: Subject::Batch(batch.id.clone()),
-            node: n.id.clone(),
-            attempt: 1,
+        // One attempt: aggregations are not retried. An attempt the record closed as
+        // interrupted (its run stopped while the batch was calling out) is walked as
+        // recorded, and the batch is processed as the next one.
+        let mut interrupted = Vec::new();
+        let state = loop {
+            let state = StateId {
+                subject: Subject::Batch(batch.id.clone()),
+                node: n.id.clone(),
+                attempt: interrupted.len() as u32 + 1,
+            };
+            w.commit.push(Event::StateOpened {
+                state: state.clone(),
+                input,
+            });
+            if !w.skip_interrupted(&state)? {
+                break state;
+            }
+            interrupted.push(state);
         };
-        w.commit.push(Event::StateOpened {
-            state: state.clone(),
-            input,
-        });
         let started = Instant::now();
         let result = match plugin.calls() {
             None => plugin.process_batch(&rows),
             Some(spec) => {
                 let members: Vec<TokenId> = batch.members.iter().map(|t| t.id.clone()).collect();
-                w.with_calls(spec, &state, |ctx| {
+                w.with_calls(spec, &state, &interrupted, |ctx| {
                     plugin.process_batch_calling(&rows, &members, ctx)
                 })?
             }

@@ -39,6 +39,13 @@ pub struct CheckpointNote {
     pub failed: u64,
     pub discarded: u64,
     pub quarantined: u64,
+    /// Rows that failed because an external service gave no usable answer, and the first
+    /// such error: a resumed run carries them on, so that it exits as the uninterrupted
+    /// run would (1, not 0). Absent in notes written before resume of calling runs: 0.
+    #[serde(default)]
+    pub unanswered: u64,
+    #[serde(default)]
+    pub unanswered_first: Option<String>,
 }
 
 impl CheckpointNote {
@@ -91,6 +98,20 @@ mod tests {
         );
         assert_eq!(CheckpointNote::parse(&n.to_json()), Ok(n.clone()));
         assert_eq!(n.sinks["out"].hash(), Some(Hash32::of(b"x")));
+        let unanswered = CheckpointNote {
+            unanswered: 3,
+            unanswered_first: Some("ask: refused".into()),
+            ..n.clone()
+        };
+        assert_eq!(
+            CheckpointNote::parse(&unanswered.to_json()),
+            Ok(unanswered.clone())
+        );
+        // A note written before the unanswered counters were: none.
+        let before = r#"{"v":2,"sinks":{},"failed":1,"discarded":0,"quarantined":0}"#;
+        let parsed = CheckpointNote::parse(before).expect("older v2 note");
+        assert_eq!((parsed.failed, parsed.unanswered), (1, 0));
+        assert_eq!(parsed.unanswered_first, None);
         // The note of an attest before resume: sink positions without a version or hashes.
         let old = r#"{"out": {"bytes": 10, "rows": 2}}"#;
         assert!(CheckpointNote::parse(old).unwrap_err().contains("older"));

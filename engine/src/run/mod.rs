@@ -7,6 +7,7 @@
 mod batch;
 pub mod checkpoint;
 mod coalesce;
+pub mod interrupted;
 pub mod io;
 pub mod resume;
 mod sequencer;
@@ -74,6 +75,9 @@ pub struct RunOptions {
     pub workers: usize,
     /// Answers the plugins' external calls: live by default; from a record to re-execute.
     pub calls: Arc<dyn crate::calls::CallBackend>,
+    /// Attempts the record closed as interrupted, walked as recorded: for re-executing a
+    /// resumed run (`attest replay`). None in a run.
+    pub interrupted: Arc<interrupted::Interrupted>,
     /// Set (e.g. by Ctrl-C) to stop reading; finished rows are still written.
     pub interrupt: Arc<AtomicBool>,
     /// Called with the number of rows written so far.
@@ -89,6 +93,7 @@ impl Default for RunOptions {
             interrupt: Arc::new(AtomicBool::new(false)),
             progress: None,
             calls: Arc::new(crate::calls::LiveBackend::new()),
+            interrupted: Arc::default(),
         }
     }
 }
@@ -185,6 +190,9 @@ pub(crate) enum Begin {
         /// Rows below this were ingested before the run stopped: they are not recorded
         /// again, and a worker checks whether each one's events are already recorded.
         ingested: u64,
+        /// The sequencer's work since the checkpoint is partly recorded (a walk sent it
+        /// early, to record a calling plugin's state): it repeats it against the record.
+        sequencer_recorded: bool,
     },
 }
 
@@ -211,9 +219,12 @@ pub(crate) fn drive(
     let (work_tx, work_rx) = bounded(workers * 4);
     let (msg_tx, msg_rx) = unbounded::<Msg>();
     let mut failure: Option<EngineError> = None;
+    // What the work a resumed run repeats is checked against.
+    let record = resume::applied::Record::new(run.ledger().clone(), run.id().clone());
+    let interrupted = &*opts.interrupted;
     let (mut sequencer, ingested) = match begin {
         Begin::Fresh(sinks) => {
-            let mut s = Sequencer::new(plan, &run, calls, sinks, ticket_tx);
+            let mut s = Sequencer::new(plan, &run, calls, interrupted, sinks, ticket_tx);
             if let Err(e) = s.record_positions_before_run() {
                 failure = Some(e);
             }
@@ -223,14 +234,21 @@ pub(crate) fn drive(
             sinks,
             restored,
             ingested,
+            sequencer_recorded,
         } => (
-            Sequencer::resume(plan, &run, calls, sinks, ticket_tx, restored),
+            Sequencer::resume(
+                plan,
+                &run,
+                calls,
+                sinks,
+                ticket_tx,
+                restored,
+                sequencer_recorded.then_some(&record),
+            ),
             ingested,
         ),
     };
     let first_row = sequencer.released();
-    // What the rows a resumed run reads again are checked against.
-    let record = resume::applied::Record::new(run.ledger().clone(), run.id().clone());
     if failure.is_some() {
         // Nothing is read: the run ends failed below.
         abort.store(true, Ordering::Relaxed);
@@ -298,7 +316,7 @@ pub(crate) fn drive(
                     let r = if i < ingested {
                         worker::reprocess_record(plan, run, calls, record, i, rec)
                     } else {
-                        worker::process_record(plan, run, calls, i, rec)
+                        worker::process_record(plan, run, calls, interrupted, i, rec)
                     };
                     if msg_tx.send(Msg::Row(r)).is_err() {
                         break;

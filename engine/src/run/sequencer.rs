@@ -14,8 +14,10 @@
 use super::batch::Batches;
 use super::checkpoint::{CheckpointNote, SinkMark, NOTE_VERSION};
 use super::coalesce::Coalescer;
+use super::interrupted::Interrupted;
 use super::io::{RowSink, SinkIoError, WriteError};
-use super::worker::{Delivery, DeliveryKind, Held, RowResult, Unanswered, Walker};
+use super::resume::applied::{Place, Record};
+use super::worker::{Delivery, DeliveryKind, Held, Recording, RowResult, Unanswered, Walker};
 use super::EngineError;
 use crate::calls::CallBackend;
 use crate::plan::{NodeExec, Plan, WriteFailure};
@@ -41,6 +43,14 @@ pub struct Sequencer<'a> {
     plan: &'a Plan,
     run: &'a RunHandle,
     calls: &'a Arc<dyn CallBackend>,
+    /// Attempts to walk as the record has them (re-execution of a resumed run).
+    interrupted: &'a Interrupted,
+    /// A resumed run whose sequencer work since the checkpoint is partly recorded: its
+    /// walks repeat it against the record until they meet what the record lacks (see
+    /// `catching_up`).
+    record: Option<&'a Record>,
+    /// A resumed run (its walks' new attempts take interrupted ones' recorded answers).
+    resumed: bool,
     sinks: Vec<Option<Box<dyn RowSink>>>,
     tickets: Sender<()>,
     reorder: BTreeMap<u64, RowResult>,
@@ -81,6 +91,8 @@ pub struct Restored {
     pub failed: u64,
     pub discarded: u64,
     pub quarantined: u64,
+    /// Rows the external services left unanswered before the cut.
+    pub unanswered: Unanswered,
     /// The open batches, rebuilt.
     pub batches: Batches,
 }
@@ -90,6 +102,7 @@ impl<'a> Sequencer<'a> {
         plan: &'a Plan,
         run: &'a RunHandle,
         calls: &'a Arc<dyn CallBackend>,
+        interrupted: &'a Interrupted,
         sinks: Vec<Box<dyn RowSink>>,
         tickets: Sender<()>,
     ) -> Self {
@@ -98,6 +111,9 @@ impl<'a> Sequencer<'a> {
             plan,
             run,
             calls,
+            interrupted,
+            record: None,
+            resumed: false,
             sinks: sinks.into_iter().map(Some).collect(),
             tickets,
             reorder: BTreeMap::new(),
@@ -120,7 +136,8 @@ impl<'a> Sequencer<'a> {
         }
     }
 
-    /// A sequencer continuing a run from its last checkpoint (`attest resume`).
+    /// A sequencer continuing a run from its last checkpoint (`attest resume`). `record`:
+    /// the run's record, when the sequencer's work since the checkpoint is partly in it.
     pub fn resume(
         plan: &'a Plan,
         run: &'a RunHandle,
@@ -128,8 +145,11 @@ impl<'a> Sequencer<'a> {
         sinks: Vec<Box<dyn RowSink>>,
         tickets: Sender<()>,
         restored: Restored,
+        record: Option<&'a Record>,
     ) -> Self {
-        let mut s = Sequencer::new(plan, run, calls, sinks, tickets);
+        let mut s = Sequencer::new(plan, run, calls, Interrupted::none(), sinks, tickets);
+        s.record = record;
+        s.resumed = true;
         s.next = restored.next;
         s.checkpointed = restored.next;
         s.written = restored.written;
@@ -137,6 +157,7 @@ impl<'a> Sequencer<'a> {
         s.failed = restored.failed;
         s.discarded = restored.discarded;
         s.quarantined = restored.quarantined;
+        s.unanswered = restored.unanswered;
         s.batches = restored.batches;
         s
     }
@@ -183,6 +204,8 @@ impl<'a> Sequencer<'a> {
             failed: self.failed,
             discarded: self.discarded,
             quarantined: self.quarantined,
+            unanswered: self.unanswered.rows,
+            unanswered_first: self.unanswered.first.clone(),
         }
         .to_json()
     }
@@ -274,14 +297,35 @@ impl<'a> Sequencer<'a> {
     /// not sent yet, so that a walk reaching a calling plugin sends them first, in order
     /// (see `worker.rs`); [`Sequencer::absorb`] takes back whatever is left unsent.
     fn walker(&mut self) -> Walker<'a> {
-        let mut w = Walker::new(self.plan, self.run, self.calls);
+        let mut w = Walker::new(self.plan, self.run, self.calls).interrupted(self.interrupted);
+        if self.resumed {
+            w = w.reusing_answers();
+        }
+        if let Some(record) = self.record {
+            w = w.recording(Recording::Resumed {
+                record,
+                place: Place::Sequencer,
+            });
+        }
         w.commit = std::mem::take(&mut self.structural);
         w
+    }
+
+    /// A resumed run's sequencer repeating work the record holds: it checkpoints only once
+    /// it has caught up, since a checkpoint before that point would be followed in the
+    /// ledger by recorded work that belongs after it, and the next resume's cut would be
+    /// wrong. A run that stops before catching up leaves the old cut in place.
+    fn catching_up(&self) -> bool {
+        self.record.is_some()
     }
 
     /// Commits what the sequencer's own walk recorded and writes its rows; returns what
     /// it left held.
     fn absorb(&mut self, w: Walker) -> Result<Vec<Held>, EngineError> {
+        if !w.repeating() {
+            // The walk met what the record lacks (or never repeated anything).
+            self.record = None;
+        }
         let Walker {
             commit,
             unconfirmed,
@@ -429,13 +473,16 @@ impl<'a> Sequencer<'a> {
     /// Checkpoints now if a walk sent the sequencer's events early (see `sent_early`).
     /// Called only between releases.
     fn flush_if_sent_early(&mut self) -> Result<(), EngineError> {
-        if self.sent_early {
+        if self.sent_early && !self.catching_up() {
             self.flush()?;
         }
         Ok(())
     }
 
     fn maybe_flush(&mut self) -> Result<(), EngineError> {
+        if self.catching_up() {
+            return Ok(());
+        }
         let something = !self.pending.is_empty()
             || !self.structural.items.is_empty()
             || self.next > self.checkpointed;
@@ -494,9 +541,19 @@ impl<'a> Sequencer<'a> {
         Ok(())
     }
 
-    /// Flushes, closes every sink and records the artifacts.
+    /// Flushes, closes every sink and records the artifacts. A resumed run that stops
+    /// while still catching up with its record (see `catching_up`) records neither: the
+    /// cut stays where it was, and the rows it wrote since are past the recorded durable
+    /// point, which the next resume cuts the files back to.
     pub fn finish(mut self) -> Result<SequencerTotals, EngineError> {
-        self.flush()?;
+        let record = !self.catching_up();
+        if record {
+            self.flush()?;
+        } else {
+            for p in self.commits.drain(..) {
+                p.wait()?;
+            }
+        }
         let mut artifacts = Vec::new();
         for (i, sink) in self.sinks.iter_mut().enumerate() {
             let Some(sink) = sink.take() else { continue };
@@ -520,7 +577,7 @@ impl<'a> Sequencer<'a> {
             .into_iter()
             .filter(|a| !self.already_recorded(a))
             .collect::<Vec<_>>();
-        if !artifacts.is_empty() {
+        if record && !artifacts.is_empty() {
             self.run.append(artifacts)?;
         }
         Ok(SequencerTotals {

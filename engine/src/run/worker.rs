@@ -14,10 +14,11 @@
 //! sequencer checks them all before it records anything that follows from the row. A row
 //! that meets no calling plugin is recorded in exactly one commit, as before.
 
+use super::interrupted::Interrupted;
 use super::io::{Quarantine, SourceRecord};
-use super::resume::applied::{Record, Recorded};
+use super::resume::applied::{Place, Record};
 use super::EngineError;
-use crate::calls::{CallBackend, CallContext, CallScope, Journal};
+use crate::calls::{CallBackend, CallContext, CallScope, Journal, ReusingBackend};
 use crate::plan::{
     CallSpec, Condition, Expand, ForkBranch, NodeExec, NodePlan, Plan, Target, Transform,
     TransformError,
@@ -194,26 +195,29 @@ pub enum Recording<'a> {
     /// Every commit is sent as it is made: a row walked for the first time, and the
     /// sequencer's own walks.
     Send,
-    /// Row `row`, which a stopped run had already read (`attest resume`): its events may be
-    /// recorded already. Each commit is first compared with the record, and only what is
-    /// not recorded is sent; a calling plugin whose state is recorded gets its answers from
-    /// the record instead of calling out (`resume::applied`).
-    Resumed { record: &'a Record, row: u64 },
+    /// Work a stopped run may have recorded already (`attest resume`): a row it had read,
+    /// or the sequencer's work since its last checkpoint. Each commit is first compared
+    /// with the record, and only what is not recorded is sent; a calling plugin whose
+    /// state is recorded gets its answers from the record instead of calling out
+    /// (`resume::applied`).
+    Resumed { record: &'a Record, place: Place },
     /// Nothing is sent: the walk gathers its events for the caller to compare with the
     /// record (resume rebuilding an open batch). Every calling state it meets must be
     /// recorded; its calls are answered from the record.
     Gather(&'a Record),
 }
 
-/// Runs one ingested record through the plan and commits what happened.
+/// Runs one ingested record through the plan and commits what happened. `interrupted`:
+/// attempts to walk as the record has them (re-execution of a resumed run; none in a run).
 pub fn process_record(
     plan: &Plan,
     run: &RunHandle,
     calls: &Arc<dyn CallBackend>,
+    interrupted: &Interrupted,
     row_index: u64,
     record: SourceRecord,
 ) -> Result<RowResult, EngineError> {
-    let w = Walker::new(plan, run, calls);
+    let w = Walker::new(plan, run, calls).interrupted(interrupted);
     let (w, quarantined) = walk_source_row(w, row_index, record)?;
     finish_row(w, row_index, quarantined)
 }
@@ -228,10 +232,12 @@ pub(crate) fn reprocess_record(
     row_index: u64,
     record: SourceRecord,
 ) -> Result<RowResult, EngineError> {
-    let w = Walker::new(plan, run, calls).recording(Recording::Resumed {
-        record: record_check,
-        row: row_index,
-    });
+    let w = Walker::new(plan, run, calls)
+        .recording(Recording::Resumed {
+            record: record_check,
+            place: Place::Row(row_index),
+        })
+        .reusing_answers();
     let (w, quarantined) = walk_source_row(w, row_index, record)?;
     finish_row(w, row_index, quarantined)
 }
@@ -350,6 +356,11 @@ pub struct Walker<'a> {
     run: &'a RunHandle,
     calls: &'a Arc<dyn CallBackend>,
     recording: Recording<'a>,
+    /// Attempts the record closed as interrupted, for a walk that sends (re-execution of a
+    /// resumed run); a walk that repeats recorded work asks the record itself.
+    interrupted: &'a Interrupted,
+    /// A resumed run: a new attempt after interrupted ones takes their recorded answers.
+    reuse_answers: bool,
     /// Events not yet sent. Before a calling plugin runs they are sent on their own.
     pub commit: Commit,
     /// Commits sent before `commit` (a calling plugin's state, its calls' completions),
@@ -370,6 +381,8 @@ impl<'a> Walker<'a> {
             run,
             calls,
             recording: Recording::Send,
+            interrupted: Interrupted::none(),
+            reuse_answers: false,
             commit: Commit::new(),
             unconfirmed: Vec::new(),
             payloads: Payloads::new(run.ledger()),
@@ -387,21 +400,39 @@ impl<'a> Walker<'a> {
         self
     }
 
+    /// The same walker, walking the attempts in `interrupted` as the record has them.
+    pub fn interrupted(mut self, interrupted: &'a Interrupted) -> Walker<'a> {
+        self.interrupted = interrupted;
+        self
+    }
+
+    /// The same walker, in a resumed run: see [`Walker::with_calls`].
+    pub fn reusing_answers(mut self) -> Walker<'a> {
+        self.reuse_answers = true;
+        self
+    }
+
     pub(crate) fn payloads(&mut self) -> &mut Payloads<'a> {
         &mut self.payloads
     }
 
-    /// Sends `commit` as the walk's recording says; `None` when nothing was sent.
-    fn send(&mut self, commit: Commit) -> Result<Option<attest_ledger::Pending>, EngineError> {
+    /// Sends `commit` as the walk's recording says; `None` when nothing was sent. A
+    /// resumed walk drops the part of it the record already holds (a row's events are
+    /// recorded as a prefix of its walk: commits apply in order, all or nothing), and once
+    /// it meets an event the record lacks, it has caught up: everything after is new.
+    fn send(&mut self, mut commit: Commit) -> Result<Option<attest_ledger::Pending>, EngineError> {
         if commit.items.is_empty() {
             return Ok(None);
         }
         match self.recording {
             Recording::Send => {}
-            Recording::Resumed { record, row } => {
-                if record.compare(row, &commit.items)? == Recorded::Yes {
+            Recording::Resumed { record, place } => {
+                let recorded = record.recorded_prefix(place, &commit.items)?;
+                if recorded == commit.items.len() {
                     return Ok(None);
                 }
+                commit.items.drain(..recorded);
+                self.recording = Recording::Send;
             }
             Recording::Gather(_) => {
                 return Err(EngineError::Internal(
@@ -410,6 +441,12 @@ impl<'a> Walker<'a> {
             }
         }
         Ok(Some(self.run.submit_nowait(commit, Durability::Buffered)?))
+    }
+
+    /// Whether this walk repeats recorded work still (it has not met an event the record
+    /// lacks).
+    pub(crate) fn repeating(&self) -> bool {
+        !matches!(self.recording, Recording::Send)
     }
 
     /// Walks `token` from `target`, and every token it spawns, breadth-first: children are
@@ -636,12 +673,22 @@ impl<'a> Walker<'a> {
     ) -> Result<Flow, EngineError> {
         let policy = self.plan.retry;
         let mut attempt = 1u32;
+        // Attempts the record closed as interrupted: walked as recorded, not counted
+        // against the retry policy (they did not fail; their run stopped).
+        let mut interrupted: Vec<StateId> = Vec::new();
         loop {
             let state = self.open(&token.id, node, attempt, in_hash);
+            if self.skip_interrupted(&state)? {
+                interrupted.push(state);
+                attempt += 1;
+                continue;
+            }
             let started = Instant::now();
             let result = match plugin.calls() {
                 None => plugin.process(&token.row, CallContext::none()),
-                Some(spec) => self.process_with_calls(plugin, spec, &state, &token.row)?,
+                Some(spec) => self.with_calls(spec, &state, &interrupted, |ctx| {
+                    plugin.process(&token.row, ctx)
+                })?,
             };
             match result {
                 Ok(out) => {
@@ -662,11 +709,12 @@ impl<'a> Walker<'a> {
                     if !e.retryable {
                         return Ok(self.route_error(state, &token.id, on_error, in_hash));
                     }
-                    if attempt >= policy.max_attempts {
+                    let tried = attempt.saturating_sub(interrupted.len() as u32);
+                    if tried >= policy.max_attempts {
                         // ELSPETH: an exhausted retry fails the row; it does not go to
                         // on_error.
                         let error = format!(
-                            "{}: gave up after {attempt} attempt(s): {}",
+                            "{}: gave up after {tried} attempt(s): {}",
                             node.id,
                             e.message()
                         );
@@ -678,22 +726,31 @@ impl<'a> Walker<'a> {
                         }
                         return Ok(Flow::End(Outcome::Failed { error }));
                     }
-                    std::thread::sleep(policy.delay(attempt, jitter(&token.id, attempt)));
+                    // An attempt repeated from the record is not waited for again.
+                    if matches!(self.recording, Recording::Send) {
+                        std::thread::sleep(policy.delay(tried, jitter(&token.id, attempt)));
+                    }
                     attempt += 1;
                 }
             }
         }
     }
 
-    /// Runs a plugin that makes external calls.
-    fn process_with_calls(
-        &mut self,
-        plugin: &dyn Transform,
-        spec: &CallSpec,
-        state: &StateId,
-        row: &Row,
-    ) -> Result<Result<Row, TransformError>, EngineError> {
-        self.with_calls(spec, state, |ctx| plugin.process(row, ctx))
+    /// Whether the record closed `state`, just opened, as interrupted (its run stopped
+    /// while it was calling out; `attest resume` closed it). If so, its close is walked as
+    /// recorded, and the caller goes on with the next attempt: a resumed run records
+    /// nothing new for it, and re-execution reproduces the record id for id.
+    pub(crate) fn skip_interrupted(&mut self, state: &StateId) -> Result<bool, EngineError> {
+        let interrupted = match self.recording {
+            Recording::Resumed { record, .. } | Recording::Gather(record) => {
+                record.is_interrupted(state)?
+            }
+            Recording::Send => self.interrupted.contains(state),
+        };
+        if interrupted {
+            self.close(state, StateResult::interrupted(), Instant::now());
+        }
+        Ok(interrupted)
     }
 
     /// Runs `f` with a context bound to `state` for external calls: sends the events so
@@ -704,35 +761,48 @@ impl<'a> Walker<'a> {
     ///
     /// A walk that repeats recorded work ([`Recording::Resumed`], [`Recording::Gather`])
     /// runs a state the record already holds with its calls answered from the record:
-    /// nothing is sent out and nothing is recorded again.
+    /// nothing is sent out and nothing is recorded again. `interrupted` are the earlier
+    /// attempts of this node and subject that were interrupted: in a resumed run, this
+    /// attempt answers the calls they got answers for from the record
+    /// ([`crate::calls::ReusingBackend`]) and sends only the others.
     pub(crate) fn with_calls<R>(
         &mut self,
         spec: &CallSpec,
         state: &StateId,
+        interrupted: &[StateId],
         f: impl FnOnce(CallContext) -> R,
     ) -> Result<R, EngineError> {
         let (journal, backend) = match self.recording {
             Recording::Gather(record) => (Journal::detached(state.clone()), record.answers()),
             Recording::Send | Recording::Resumed { .. } => {
                 let before = std::mem::take(&mut self.commit);
-                match (self.send(before)?, self.recording) {
-                    (Some(p), _) => {
+                match self.send(before)? {
+                    Some(p) => {
                         self.unconfirmed.push(p);
-                        (
-                            Journal::Ledger(self.run.state_handle(state.clone())),
-                            self.calls.clone(),
-                        )
+                        let live = if self.reuse_answers && !interrupted.is_empty() {
+                            Arc::new(ReusingBackend::new(
+                                self.run.ledger().clone(),
+                                self.run.id().clone(),
+                                interrupted.to_vec(),
+                                self.calls.clone(),
+                            ))
+                        } else {
+                            self.calls.clone()
+                        };
+                        (Journal::Ledger(self.run.state_handle(state.clone())), live)
                     }
-                    // A resumed row's state already recorded (and closed, or the resume
-                    // would have refused): answered again from the record.
-                    (None, Recording::Resumed { record, .. }) => {
-                        (Journal::detached(state.clone()), record.answers())
-                    }
-                    (None, _) => {
-                        return Err(EngineError::Internal(format!(
-                            "state {state} was opened in an empty commit"
-                        )))
-                    }
+                    // A resumed walk's state already recorded, and closed (the resume
+                    // closed every open one): answered again from the record.
+                    None => match self.recording {
+                        Recording::Resumed { record, .. } => {
+                            (Journal::detached(state.clone()), record.answers())
+                        }
+                        _ => {
+                            return Err(EngineError::Internal(format!(
+                                "state {state} was opened in an empty commit"
+                            )))
+                        }
+                    },
                 }
             }
         };

@@ -1,26 +1,48 @@
-//! Is a re-run row already recorded? A resumed run re-runs every row after its last
-//! checkpoint; a row's events are one atomic commit, so each such row is either wholly in
-//! the ledger (it was processed before the run stopped, but not yet written) or not at all
-//! (it was read but not processed). This compares the re-run's events with the ledger's
-//! projections: all absent, the row is committed now; all present and equal, nothing is
-//! committed again; anything else is refused, because the run would otherwise record
-//! something that did not happen, or disagree with what it recorded.
+//! Is re-run work already recorded? A resumed run re-runs every row after its last
+//! checkpoint, and the sequencer's work since it. What a stopped run recorded of one such
+//! row (or of the sequencer's work) is a **prefix** of what re-running it produces: its
+//! commits were applied in the order they were sent, each all or nothing, and the resume's
+//! own closes of interrupted states sit where the walk meets them. This compares re-run
+//! events with the ledger's projections: the recorded prefix is not committed again, what
+//! follows it is; a recorded event that differs, or one recorded after one that is not,
+//! is refused, because the run would otherwise record something that did not happen, or
+//! disagree with what it recorded.
 
 use crate::calls::{CallBackend, RecordedBackend};
 use crate::run::EngineError;
-use attest_ledger::projection::{PKey, PVal, StateRec, StateStatus, Terminal, TokenRec};
+use attest_ledger::projection::{BatchRec, PKey, PVal, StateRec, StateStatus, Terminal, TokenRec};
 use attest_ledger::{
     Event, Hash32, Item, Ledger, LedgerError, RunId, StateId, StateResult, Subject, TokenId,
 };
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// The record of the run being resumed, as the walks of its re-run rows consult it.
+/// The record of the run being resumed, as the walks that repeat its work consult it.
 pub struct Record {
     ledger: Ledger,
     run: RunId,
     /// Answers calls from the record by (state, index), sending nothing.
     answers: Arc<dyn CallBackend>,
+}
+
+/// Whose events are compared, for messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Place {
+    /// A source row's own walk.
+    Row(u64),
+    /// The sequencer's aggregations and coalesces, and the walks they release.
+    Sequencer,
+}
+
+impl std::fmt::Display for Place {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Place::Row(r) => write!(f, "row {r}"),
+            Place::Sequencer => {
+                f.write_str("the aggregation and coalesce work after the checkpoint")
+            }
+        }
+    }
 }
 
 impl Record {
@@ -33,24 +55,23 @@ impl Record {
         }
     }
 
-    /// Whether the events of re-run row `row` are recorded (see [`compare`]).
-    pub fn compare(&self, row: u64, items: &[Item]) -> Result<Recorded, EngineError> {
-        compare(&self.ledger, &self.run, row, items)
+    /// How many of `items`, from the first, the record holds (see [`recorded_prefix`]).
+    pub fn recorded_prefix(&self, place: Place, items: &[Item]) -> Result<usize, EngineError> {
+        recorded_prefix(&self.ledger, &self.run, place, items)
+    }
+
+    /// Whether the record closed `state` as interrupted.
+    pub fn is_interrupted(&self, state: &StateId) -> Result<bool, EngineError> {
+        let mut reader = Reader::new(&self.ledger, &self.run);
+        Ok(reader
+            .state(state)?
+            .is_some_and(|s| s.status.is_interrupted()))
     }
 
     /// A backend answering each call from the record.
     pub fn answers(&self) -> Arc<dyn CallBackend> {
         self.answers.clone()
     }
-}
-
-/// Whether a row's events are in the ledger.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Recorded {
-    /// None of them: the row was read but not processed before the run stopped.
-    No,
-    /// All of them, as re-run.
-    Yes,
 }
 
 /// What the ledger holds for one event.
@@ -61,31 +82,37 @@ enum Found {
     Differs(String, String),
 }
 
-/// Compares the events of re-run row `row` with the ledger.
-pub fn compare(
+/// How many of `items` (re-run events of `place`, in order), from the first, are recorded
+/// as they are: the rest are not recorded at all.
+pub fn recorded_prefix(
     ledger: &Ledger,
     run: &RunId,
-    row: u64,
+    place: Place,
     items: &[Item],
-) -> Result<Recorded, EngineError> {
-    let mut reader = Reader {
-        ledger,
-        run,
-        tokens: HashMap::new(),
-    };
-    let (mut absent, mut same) = (0usize, 0usize);
+) -> Result<usize, EngineError> {
+    let mut reader = Reader::new(ledger, run);
+    let mut prefix = 0usize;
+    let mut absent = 0usize;
     for item in items {
         let Item::Event(e) = item else {
             return Err(EngineError::Internal(format!(
-                "row {row}: a re-run produced an allocation, which rows without external calls never make"
+                "{place}: a re-run produced an allocation, which the walks never make"
             )));
         };
         match reader.find(e)? {
             Found::Absent => absent += 1,
-            Found::Same => same += 1,
+            Found::Same if absent == 0 => prefix += 1,
+            Found::Same => {
+                return Err(EngineError::Resume(format!(
+                    "{place} is recorded only in part, and not up to a point: its {} is \
+                     recorded after {absent} of its events that are not; the ledger does not \
+                     hold what this run's commits would have left",
+                    e.name()
+                )))
+            }
             Found::Differs(recorded, now) => {
                 return Err(EngineError::Resume(format!(
-                    "row {row} gives a different {} when run again than the run recorded \
+                    "{place} gives a different {} when run again than the run recorded \
                      (recorded {recorded}, now {now}); only pipelines whose plugins give the \
                      same output for the same input can be resumed",
                     e.name()
@@ -93,16 +120,7 @@ pub fn compare(
             }
         }
     }
-    match (absent, same) {
-        (_, 0) => Ok(Recorded::No),
-        (0, _) => Ok(Recorded::Yes),
-        _ => Err(EngineError::Resume(format!(
-            "row {row} is recorded only in part ({same} of {} events); a row's events are \
-             committed together unless a node made external calls, which this build cannot \
-             resume",
-            absent + same
-        ))),
-    }
+    Ok(prefix)
 }
 
 struct Reader<'a> {
@@ -112,7 +130,23 @@ struct Reader<'a> {
     tokens: HashMap<TokenId, Option<TokenRec>>,
 }
 
-impl Reader<'_> {
+impl<'a> Reader<'a> {
+    fn new(ledger: &'a Ledger, run: &'a RunId) -> Reader<'a> {
+        Reader {
+            ledger,
+            run,
+            tokens: HashMap::new(),
+        }
+    }
+
+    fn batch(&self, id: &attest_ledger::BatchId) -> Result<Option<BatchRec>, LedgerError> {
+        match self.ledger.projection(self.run, &PKey::Batch(id.clone()))? {
+            Some(PVal::Batch(b)) => Ok(Some(b)),
+            Some(_) => Err(corrupt(&format!("batch {id}"))),
+            None => Ok(None),
+        }
+    }
+
     fn token(&mut self, id: &TokenId) -> Result<Option<&TokenRec>, LedgerError> {
         if !self.tokens.contains_key(id) {
             let rec = match self.ledger.projection(self.run, &PKey::Token(id.clone()))? {
@@ -132,9 +166,8 @@ impl Reader<'_> {
                 Some(t) => t.states.clone(),
                 None => return Ok(None),
             },
-            Subject::Batch(b) => match self.ledger.projection(self.run, &PKey::Batch(b.clone()))? {
-                Some(PVal::Batch(b)) => b.states,
-                Some(_) => return Err(corrupt(&format!("batch {b}"))),
+            Subject::Batch(b) => match self.batch(b)? {
+                Some(b) => b.states,
                 None => return Ok(None),
             },
         };
@@ -240,9 +273,46 @@ impl Reader<'_> {
                     None => Found::Absent,
                 }
             }
+            // The sequencer's own events, for its work after the checkpoint.
+            Event::BatchOpened { batch, node } => match self.batch(batch)? {
+                None => Found::Absent,
+                Some(b) => same_or(&b.node, node),
+            },
+            Event::BatchMemberAdded {
+                batch,
+                token,
+                ordinal,
+            } => match self
+                .ledger
+                .projection(self.run, &PKey::Member(batch.clone(), *ordinal))?
+            {
+                Some(PVal::Member(t)) => same_or(&t, token),
+                Some(_) => return Err(corrupt(&format!("member {ordinal} of {batch}")).into()),
+                None => Found::Absent,
+            },
+            Event::BatchCompleted {
+                batch,
+                trigger,
+                state,
+                outputs,
+            } => match self.batch(batch)?.and_then(|b| b.completion) {
+                None => Found::Absent,
+                Some(c) => same_or(
+                    &(&c.trigger, &c.state, &c.outputs),
+                    &(trigger, state, outputs),
+                ),
+            },
+            Event::TokensCoalesced {
+                node: _,
+                parents,
+                merged,
+            } => match self.token(merged)? {
+                None => Found::Absent,
+                Some(t) => same_or(&t.parents, parents),
+            },
             other => {
                 return Err(EngineError::Internal(format!(
-                    "a row's walk produced {}, which only the sequencer records",
+                    "a re-run walk produced {}, which is recorded only outside walks",
                     other.name()
                 )))
             }

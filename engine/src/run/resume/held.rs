@@ -9,7 +9,8 @@
 //! through another aggregation) or one that a coalesce still waits for (a fork branch held
 //! in the batch) is refused: the coalesce's waiting group is not in the ledger.
 
-use super::applied::{self, Recorded};
+use super::applied::{self, Place};
+use super::tail::Tail;
 use super::ResumeError;
 use crate::plan::{NodeExec, Plan};
 use crate::run::batch::Batches;
@@ -30,11 +31,13 @@ pub struct AggregationState {
     pub open: Option<(BatchId, Vec<(TokenId, u64)>)>,
 }
 
-/// Reads each aggregation's state from the ledger.
+/// Reads each aggregation's state at the cut from the ledger: its projections, less what
+/// the sequencer recorded after the checkpoint (`tail`; see `tail.rs`).
 pub fn find(
     plan: &Plan,
     ledger: &Ledger,
     run: &RunId,
+    tail: &Tail,
 ) -> Result<Vec<AggregationState>, ResumeError> {
     let mut out = Vec::new();
     for (i, n) in plan.nodes.iter().enumerate() {
@@ -48,15 +51,29 @@ pub fn find(
                 None => Ok(None),
             }
         };
-        let formed = count(|k| Ok(exists(k)?.is_some()))?;
+        // Batches are numbered from 0 in order, so those opened after the cut are last.
+        let opened_after = tail
+            .batches_opened
+            .iter()
+            .filter(|b| b.as_str().rsplit_once("#b").map(|(node, _)| node) == Some(n.id.as_str()))
+            .count() as u64;
+        let formed = count(|k| Ok(exists(k)?.is_some()))?
+            .checked_sub(opened_after)
+            .ok_or_else(|| inconsistent(run, "more batches opened after the cut than exist"))?;
         let mut open = None;
         if let Some(last) = formed.checked_sub(1) {
             let id = BatchId::for_node(&n.id, last);
             let rec =
                 exists(last)?.ok_or_else(|| inconsistent(run, &format!("batch {id} vanished")))?;
-            if rec.completion.is_none() {
-                let mut members = Vec::with_capacity(rec.members as usize);
-                for k in 0..rec.members {
+            if rec.completion.is_none() || tail.batches_completed.contains(&id) {
+                let at_cut = rec
+                    .members
+                    .checked_sub(tail.members_added.get(&id).copied().unwrap_or(0))
+                    .ok_or_else(|| {
+                        inconsistent(run, &format!("batch {id} gained more members than it has"))
+                    })?;
+                let mut members = Vec::with_capacity(at_cut as usize);
+                for k in 0..at_cut {
                     let token = match ledger.projection(run, &PKey::Member(id.clone(), k))? {
                         Some(PVal::Member(t)) => t,
                         _ => {
@@ -172,14 +189,13 @@ fn walk_again(
     let handle = ledger.run(run)?;
     let (commit, result) = worker::walk_record(plan, &handle, row, record)
         .map_err(|e| ResumeError::Refused(format!("source row {row}: {e}")))?;
-    match applied::compare(ledger, run, row, &commit.items) {
-        Ok(Recorded::Yes) => Ok(result.held),
-        // A row whose token waits in a batch recorded nothing of its own only when it went
-        // straight there.
-        Ok(Recorded::No) if commit.items.is_empty() => Ok(result.held),
-        Ok(Recorded::No) => Err(inconsistent(
+    // A row whose token waits in a batch recorded nothing of its own only when it went
+    // straight there; otherwise all of it is recorded.
+    match applied::recorded_prefix(ledger, run, Place::Row(row), &commit.items) {
+        Ok(n) if n == commit.items.len() => Ok(result.held),
+        Ok(_) => Err(inconsistent(
             run,
-            &format!("row {row} waits in a batch but its own events are not recorded"),
+            &format!("row {row} waits in a batch but its own events are not all recorded"),
         )),
         Err(e) => Err(ResumeError::Refused(format!(
             "run {run} cannot be resumed: {e}"

@@ -33,6 +33,7 @@
 pub(crate) mod applied;
 mod held;
 mod prefix;
+mod tail;
 mod topology;
 
 use super::checkpoint::CheckpointNote;
@@ -75,6 +76,16 @@ pub struct Stopped {
     aggregations: Vec<AggregationState>,
     /// The run stopped before its registration reached the disk.
     unregistered: bool,
+    /// What it recorded after the cut: the states it left open, the sequencer's work.
+    tail: tail::Tail,
+}
+
+impl Stopped {
+    /// States the run left open (a node was calling out when it stopped), which the
+    /// resume closes as interrupted.
+    pub fn open_states(&self) -> &[attest_ledger::StateId] {
+        &self.tail.open
+    }
 }
 
 /// Reads where `run` stopped and checks that `plan` can continue it. Reads only the
@@ -99,16 +110,8 @@ pub fn find_stop(plan: &Plan, ledger: &Ledger, run: &RunId) -> Result<Stopped, R
         }
         LedgerStatus::Running | LedgerStatus::Interrupted => {}
     }
-    if rec.open_states > 0 {
-        return Err(ResumeError::Refused(format!(
-            "run {run} stopped with {} state(s) open: a node was calling out when it stopped. \
-             Resuming it means retrying those states with the responses already recorded, \
-             which this build cannot do yet",
-            rec.open_states
-        )));
-    }
     let unregistered = topology::check(plan, ledger, run)?;
-    let (released, note) = match ledger.find_last_event(run, |e| match e {
+    let (checkpoint_seq, released, note) = match ledger.find_last_event(run, |e| match e {
         Event::Checkpoint {
             rows_ingested,
             note,
@@ -116,18 +119,28 @@ pub fn find_stop(plan: &Plan, ledger: &Ledger, run: &RunId) -> Result<Stopped, R
         _ => None,
     })? {
         None => (
+            None,
             0,
             CheckpointNote {
                 v: super::checkpoint::NOTE_VERSION,
                 ..CheckpointNote::default()
             },
         ),
-        Some((_, (rows, note))) => (
+        Some((seq, (rows, note))) => (
+            Some(seq),
             rows,
             CheckpointNote::parse(&note)
                 .map_err(|e| ResumeError::Refused(format!("run {run} cannot be resumed: {e}")))?,
         ),
     };
+    let tail = tail::read(
+        ledger,
+        run,
+        checkpoint_seq,
+        released,
+        rec.rows,
+        rec.open_states,
+    )?;
     let mut points = Vec::with_capacity(plan.sinks.len());
     let mut written = Vec::with_capacity(plan.sinks.len());
     for sink in &plan.sinks {
@@ -168,7 +181,7 @@ pub fn find_stop(plan: &Plan, ledger: &Ledger, run: &RunId) -> Result<Stopped, R
         points.push(point);
         written.push(recorded);
     }
-    let aggregations = held::find(plan, ledger, run)?;
+    let aggregations = held::find(plan, ledger, run, &tail)?;
     Ok(Stopped {
         run: run.clone(),
         status: rec.status,
@@ -179,6 +192,7 @@ pub fn find_stop(plan: &Plan, ledger: &Ledger, run: &RunId) -> Result<Stopped, R
         note,
         aggregations,
         unregistered,
+        tail,
     })
 }
 
@@ -224,6 +238,10 @@ pub fn prepare(
         failed: stopped.note.failed,
         discarded: stopped.note.discarded,
         quarantined: stopped.note.quarantined,
+        unanswered: super::worker::Unanswered {
+            rows: stopped.note.unanswered,
+            first: stopped.note.unanswered_first.clone(),
+        },
         batches,
     };
     Ok(Prepared {
@@ -259,7 +277,11 @@ pub fn resume(
         stopped.released, stopped.ingested
     );
     run.submit(
-        Commit::new().event(Event::RunResumed { reason }),
+        interruptions(
+            ledger,
+            &stopped,
+            Commit::new().event(Event::RunResumed { reason }),
+        )?,
         Durability::Flushed,
     )?;
     if stopped.unregistered {
@@ -273,10 +295,49 @@ pub fn resume(
             sinks,
             restored,
             ingested: stopped.ingested,
+            sequencer_recorded: stopped.tail.sequencer_events > 0,
         },
         opts,
         started,
     )
+}
+
+/// Adds to the resume's commit the close of every state the run left open: each of its
+/// calls that has no answer recorded gets one saying the run stopped and the request may
+/// or may not have gone out (its next attempt sends it again), then the state is closed
+/// as interrupted, retryable (`StateResult::interrupted`). The walks of the resumed run
+/// then find these attempts interrupted and go on with the next (`super::interrupted`).
+fn interruptions(
+    ledger: &Ledger,
+    stopped: &Stopped,
+    mut commit: Commit,
+) -> Result<Commit, EngineError> {
+    let failure = crate::calls::CallFailure::interrupted();
+    let bytes = attest_ledger::canonical::to_canonical_bytes(&failure.to_record())
+        .map_err(|e| EngineError::Ledger(e.into()))?;
+    for state in &stopped.tail.open {
+        let unanswered = tail::unanswered_calls(ledger, &stopped.run, state)
+            .map_err(|e| EngineError::Resume(e.to_string()))?;
+        for index in unanswered {
+            let response = commit.payload(bytes.clone());
+            commit.push(Event::CallCompleted {
+                state: state.clone(),
+                index,
+                outcome: attest_ledger::CallOutcome::Errored {
+                    error: failure.to_string(),
+                    retryable: true,
+                },
+                response: Some(response),
+                latency_us: 0,
+            });
+        }
+        commit.push(Event::StateClosed {
+            state: state.clone(),
+            result: attest_ledger::StateResult::interrupted(),
+            duration_us: 0,
+        });
+    }
+    Ok(commit)
 }
 
 /// The configuration a run recorded when it started (the payload of its genesis event),
