@@ -3,8 +3,9 @@
 
 use crate::Scratch;
 use serde_json::Value;
+use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::Output;
+use std::process::{Command, Output};
 use std::time::Duration;
 
 /// Each output file of an example (relative path) and its bytes, `None` when missing.
@@ -134,11 +135,20 @@ pub fn assert_every_run_verifies(s: &Scratch) {
 
 /// Runs `example` uninterrupted in a fresh scratch prepared by `setup`; returns its outputs.
 pub fn reference(setup: &dyn Fn(&Scratch) -> Example) -> (Example, Outputs) {
+    reference_with(setup, &[])
+}
+
+/// [`reference`] with `env` set for the run.
+pub fn reference_with(
+    setup: &dyn Fn(&Scratch) -> Example,
+    env: &[(&str, &str)],
+) -> (Example, Outputs) {
     let s = Scratch::new();
     let ex = setup(&s);
     let out = s
         .attest()
         .args(["run", &ex.pipeline, "--json"])
+        .envs(env.iter().copied())
         .timeout(Duration::from_secs(600))
         .output()
         .expect("attest run");
@@ -154,11 +164,17 @@ pub fn reference(setup: &dyn Fn(&Scratch) -> Example) -> (Example, Outputs) {
 
 /// Resumes `run` with `attest resume` until it completes (each resume must end 0 or 3).
 pub fn resume_until_done(s: &Scratch, run: &str) -> Vec<Output> {
+    resume_until_done_with(s, run, &[])
+}
+
+/// [`resume_until_done`] with `env` set for each resume.
+pub fn resume_until_done_with(s: &Scratch, run: &str, env: &[(&str, &str)]) -> Vec<Output> {
     let mut outs = Vec::new();
     loop {
         let out = s
             .attest()
             .args(["resume", run, "--ledger", "out/ledger", "--json"])
+            .envs(env.iter().copied())
             .timeout(Duration::from_secs(600))
             .output()
             .expect("attest resume");
@@ -200,4 +216,32 @@ pub fn only_run(s: &Scratch) -> Option<Value> {
 /// A file's length, 0 when missing.
 pub fn len(path: &Path) -> u64 {
     std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
+/// Runs `ex` in the crash child (`tests/bin/crash_child.rs`, built as `child`) with `env`
+/// until `spec`; it must die by SIGKILL, leaving the one run of the scratch's ledger
+/// `running`. Returns the run id.
+pub fn crash_child(
+    s: &Scratch,
+    child: &Path,
+    ex: &Example,
+    spec: &str,
+    env: &[(&str, &str)],
+) -> String {
+    let out = Command::new(child)
+        .args([&ex.pipeline, "out/ledger", spec])
+        .envs(env.iter().copied())
+        .current_dir(s.path())
+        .output()
+        .expect("crash child");
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGKILL),
+        "{spec}: the child did not crash: {:?} {}",
+        out.status,
+        text(&out)
+    );
+    let run = only_run(s).expect("the crashed run");
+    assert_eq!(run["status"], "running", "a crashed run has no end event");
+    run["run_id"].as_str().expect("id").to_string()
 }

@@ -8,13 +8,18 @@
 //!   records the outcomes of the rows it made durable;
 //! * `interrupt:N` — no crash: right after the Nth row is handed to a sink the run is
 //!   interrupted as by Ctrl-C (it ends `interrupted`, exit 3, with at least N rows
-//!   written and the rows it had read finished).
+//!   written and the rows it had read finished);
+//! * `call:N` — when the Nth external call is about to be sent: its request is recorded
+//!   (durably: the client records it before sending), it was never sent;
+//! * `answer:N` — when the Nth external call has its answer, before the answer is
+//!   recorded: the server answered a request the ledger shows without an answer.
 //!
 //! Before dying it makes the ledger durable up to that moment (a `flush` of what the
 //! writer has applied), so the crash leaves exactly the state of that window rather than
 //! whatever sled's periodic flush had reached. Exit 0 means the run completed without
 //! reaching the point.
 
+use attest_engine::calls::{Answer, BackendError, CallBackend, CallKey, LiveBackend, Prepared};
 use attest_engine::run::io::{
     ArtifactInfo, RowSink, RowSource, SinkIoError, SinkPosition, SourceError, SourceRecord,
     WriteError,
@@ -32,6 +37,8 @@ enum Point {
     Written,
     Durable,
     Interrupt,
+    Call,
+    Answer,
 }
 
 struct Trap {
@@ -63,6 +70,21 @@ impl Trap {
                 libc::kill(libc::getpid(), libc::SIGKILL);
             }
         }
+    }
+}
+
+/// The live backend, with the call points.
+struct Calls {
+    live: LiveBackend,
+    trap: Arc<Trap>,
+}
+
+impl CallBackend for Calls {
+    fn perform(&self, key: CallKey<'_>, request: &Prepared) -> Result<Answer, BackendError> {
+        self.trap.pass(Point::Call);
+        let answer = self.live.perform(key, request);
+        self.trap.pass(Point::Answer);
+        answer
     }
 }
 
@@ -117,7 +139,8 @@ fn run() -> Result<u8, String> {
     let args: Vec<String> = std::env::args().collect();
     let [_, pipeline, ledger_dir, spec] = args.as_slice() else {
         return Err(
-            "usage: attest-crash-child PIPELINE LEDGER_DIR read|written|durable|interrupt:N".into(),
+            "usage: attest-crash-child PIPELINE LEDGER_DIR read|written|durable|interrupt|call|answer:N"
+                .into(),
         );
     };
     let (point, at) = spec
@@ -128,6 +151,8 @@ fn run() -> Result<u8, String> {
                 "written" => Point::Written,
                 "durable" => Point::Durable,
                 "interrupt" => Point::Interrupt,
+                "call" => Point::Call,
+                "answer" => Point::Answer,
                 _ => return None,
             };
             Some((point, n.parse::<u64>().ok()?))
@@ -138,13 +163,20 @@ fn run() -> Result<u8, String> {
     let plan = attest_engine::build::plan(&loaded.config)?;
     let (source, sinks) = attest_engine::open::open(&loaded.config)?;
     let ledger = Ledger::open(ledger_dir).map_err(|e| e.to_string())?;
-    let opts = RunOptions::default();
+    let mut opts = RunOptions::default();
+    if let Some(n) = loaded.config.concurrency.max_workers {
+        opts.workers = n as usize;
+    }
     let trap = Arc::new(Trap {
         ledger: ledger.clone(),
         point,
         at,
         seen: AtomicU64::new(0),
         interrupt: opts.interrupt.clone(),
+    });
+    opts.calls = Arc::new(Calls {
+        live: LiveBackend::new(),
+        trap: trap.clone(),
     });
     let source = Box::new(Source {
         inner: source,

@@ -8,30 +8,21 @@
 use attest_ledger::projection::{PKey, PVal};
 use attest_ledger::{BatchId, Event, Ledger, NodeId, RunId, TokenId};
 use attest_tests::crash::{
-    assert_every_run_verifies, assert_same_outputs, len, only_run, reference, resume_until_done,
-    text, Example, Outputs,
+    assert_every_run_verifies, assert_same_outputs, crash_child, len, only_run, reference,
+    resume_until_done, Example, Outputs,
 };
 use attest_tests::Scratch;
-use std::os::unix::process::ExitStatusExt;
-use std::process::Command;
+use std::path::Path;
 
 /// Runs `ex` in the crash child until `spec`; it must die by SIGKILL. Returns the run id.
 fn crash(s: &Scratch, ex: &Example, spec: &str) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_attest-crash-child"))
-        .args([&ex.pipeline, "out/ledger", spec])
-        .current_dir(s.path())
-        .output()
-        .expect("crash child");
-    assert_eq!(
-        out.status.signal(),
-        Some(libc::SIGKILL),
-        "{spec}: the child did not crash: {:?} {}",
-        out.status,
-        text(&out)
-    );
-    let run = only_run(s).expect("the crashed run");
-    assert_eq!(run["status"], "running", "a crashed run has no end event");
-    run["run_id"].as_str().expect("id").to_string()
+    crash_child(
+        s,
+        Path::new(env!("CARGO_BIN_EXE_attest-crash-child")),
+        ex,
+        spec,
+        &[],
+    )
 }
 
 /// What the ledger says about where a crashed run stopped.

@@ -1,22 +1,32 @@
 //! The SIGKILL harness: runs example pipelines in a child `attest` process, kills it with
 //! SIGKILL at random moments, resumes (`attest resume`, killed again at random too) until
-//! the kills are spent and the run completes, then compares every output with an uninterrupted run byte for byte
-//! and checks that every ledger passes `attest replay --verify-only`.
+//! the kills are spent and the run completes, then compares every output with an
+//! uninterrupted run byte for byte and checks that every ledger passes
+//! `attest replay --verify-only`, and some (an LLM one among them) full `attest replay`.
+//!
+//! The LLM examples (`llm-sentiment`, one call per row; `llm-batch`, a batch's calls under
+//! its one state) run against the local fake server with some latency, so kills land
+//! while calls are in flight. Their outputs are the uninterrupted ones because the server
+//! answers deterministically; beyond that the harness checks, from the server's count and
+//! the final ledger, that across all the kills and resumes **no request was answered
+//! twice** except calls the crash left recorded without an answer, which are honestly
+//! sent again: the record holds exactly one answer from the server per row, and the
+//! server saw at most one more request per such call. Replay sends nothing.
 //!
 //! Environment (see docs/reliability.md):
-//! * `ATTEST_KILLS` — kills in all (default 6, one per example; the long run uses 60+);
+//! * `ATTEST_KILLS` — kills in all (default 8, one per example; the long run uses 60+);
 //! * `ATTEST_KILL_ROWS` — rows of each example's input (default 2,000);
+//! * `ATTEST_KILL_LLM_ROWS` — rows of the LLM examples' inputs (default 240);
+//! * `ATTEST_KILL_LLM_LATENCY_MS` — the fake server's latency (default 10);
 //! * `ATTEST_KILL_SEED` — the seed of the kill moments (default: from the clock). It is
 //!   printed; the moments it picks are reproduced, the state a kill finds depends on timing.
-//!
-//! The LLM pipeline joins this list once the `llm` transform and its local test server
-//! land (issue 4): add it to `EXAMPLES` with the server started in `setup`.
 
 use attest_ledger::projection::{PKey, PVal};
-use attest_ledger::{Event, Ledger, RunId, TokenId};
+use attest_ledger::{CallOutcome, Event, Ledger, RunId, TokenId};
 use attest_tests::crash::{
-    assert_every_run_verifies, assert_same_outputs, len, reference, runs, text, Example,
+    assert_every_run_verifies, assert_same_outputs, len, reference_with, runs, text, Example,
 };
+use attest_tests::fake_llm::{Answering, FakeLlm};
 use attest_tests::Scratch;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -49,39 +59,145 @@ fn env_u64(name: &str, default: u64) -> u64 {
 
 type Setup = fn(&Scratch, usize) -> Example;
 
-/// The examples the harness kills (name, aggregation node if any, setup): every kind of
-/// node and sink framing.
-const EXAMPLES: &[(&str, Option<&str>, Setup)] = &[
-    ("threshold-gate, JSON array sink", None, |s, rows| {
-        Example::grown(s, "threshold-gate", rows).edit(s, |t| {
-            t.replace(
-                "high_values: {plugin: csv, on_write_failure: discard, options: {path: out/threshold-gate/high.csv,",
-                "high_values: {plugin: json, on_write_failure: discard, options: {path: out/threshold-gate/high.json, format: json, indent: 2,",
-            )
-        })
-    }),
-    (
-        "batch-stats (aggregation)",
-        Some("per_region"),
-        |s, rows| Example::grown(s, "batch-stats", rows),
-    ),
-    ("fork-coalesce", None, |s, rows| {
-        Example::grown(s, "fork-coalesce", rows)
-    }),
-    (
-        "json-explode (expansion, error routing)",
-        None,
-        |s, rows| Example::grown(s, "json-explode", rows),
-    ),
-    (
-        "deaggregation (batch_replicate)",
-        Some("tickets"),
-        |s, rows| Example::grown(s, "deaggregation", rows),
-    ),
-    ("quarantine", None, |s, rows| {
-        Example::grown(s, "quarantine", rows)
-    }),
+/// An example the harness kills.
+struct Target {
+    name: &'static str,
+    /// Its aggregation node, if any.
+    aggregation: Option<&'static str>,
+    setup: Setup,
+    /// It calls the fake LLM server.
+    llm: bool,
+    /// Its final ledger is re-executed (`attest replay` without `--verify-only`).
+    full_replay: bool,
+}
+
+/// The examples the harness kills: every kind of node and sink framing, and calls.
+const EXAMPLES: &[Target] = &[
+    Target {
+        name: "threshold-gate, JSON array sink",
+        aggregation: None,
+        setup: |s, rows| {
+            Example::grown(s, "threshold-gate", rows).edit(s, |t| {
+                t.replace(
+                    "high_values: {plugin: csv, on_write_failure: discard, options: {path: out/threshold-gate/high.csv,",
+                    "high_values: {plugin: json, on_write_failure: discard, options: {path: out/threshold-gate/high.json, format: json, indent: 2,",
+                )
+            })
+        },
+        llm: false,
+        full_replay: false,
+    },
+    Target {
+        name: "batch-stats (aggregation)",
+        aggregation: Some("per_region"),
+        setup: |s, rows| Example::grown(s, "batch-stats", rows),
+        llm: false,
+        full_replay: true,
+    },
+    Target {
+        name: "fork-coalesce",
+        aggregation: None,
+        setup: |s, rows| Example::grown(s, "fork-coalesce", rows),
+        llm: false,
+        full_replay: true,
+    },
+    Target {
+        name: "json-explode (expansion, error routing)",
+        aggregation: None,
+        setup: |s, rows| Example::grown(s, "json-explode", rows),
+        llm: false,
+        full_replay: false,
+    },
+    Target {
+        name: "deaggregation (batch_replicate)",
+        aggregation: Some("tickets"),
+        setup: |s, rows| Example::grown(s, "deaggregation", rows),
+        llm: false,
+        full_replay: false,
+    },
+    Target {
+        name: "quarantine",
+        aggregation: None,
+        setup: |s, rows| Example::grown(s, "quarantine", rows),
+        llm: false,
+        full_replay: false,
+    },
+    Target {
+        name: "llm-sentiment (a call per row)",
+        aggregation: None,
+        setup: |s, rows| Example::grown(s, "llm-sentiment", rows),
+        llm: true,
+        full_replay: true,
+    },
+    Target {
+        name: "llm-batch (a batch's calls under its state)",
+        aggregation: Some("classify"),
+        setup: |s, rows| Example::grown(s, "llm-batch", rows),
+        llm: true,
+        full_replay: true,
+    },
 ];
+
+/// What the final record of an LLM example says of its calls.
+#[derive(Default, Debug)]
+struct Calls {
+    /// Calls answered by the server, as recorded (not counting answers taken from the
+    /// record).
+    answered: u64,
+    /// Calls answered from an interrupted attempt's record, not sent.
+    reused: u64,
+    /// Calls a crash left without an answer (completed `interrupted` by a resume).
+    interrupted: u64,
+    /// States closed as interrupted.
+    interrupted_states: u64,
+}
+
+impl Calls {
+    fn read(s: &Scratch, run: &str) -> Calls {
+        let ledger = Ledger::open(s.path().join("out/ledger")).expect("open ledger");
+        let id = RunId::new(run).expect("id");
+        let mut c = Calls::default();
+        ledger
+            .for_each_event(&id, |_, e| {
+                match e {
+                    Event::CallCompleted {
+                        outcome: CallOutcome::Errored { error, .. },
+                        ..
+                    } if error.starts_with("interrupted:") => c.interrupted += 1,
+                    Event::CallCompleted {
+                        response: Some(h), ..
+                    } => {
+                        let bytes = ledger.payload(&h)?.unwrap_or_default();
+                        let v: serde_json::Value =
+                            serde_json::from_slice(&bytes).unwrap_or_default();
+                        if v.get("reused").is_some() {
+                            c.reused += 1;
+                        } else if v.get("status").is_some() {
+                            c.answered += 1;
+                        }
+                    }
+                    Event::StateClosed { result, .. } if result.is_interrupted() => {
+                        c.interrupted_states += 1
+                    }
+                    _ => {}
+                }
+                Ok(())
+            })
+            .expect("read the log");
+        c
+    }
+}
+
+/// `attest replay` of `run`, re-executing it: it must agree with the record.
+fn full_replay(s: &Scratch, run: &str, env: &[(&str, &str)]) {
+    let out = Command::new(attest_tests::binary())
+        .args(["replay", "--ledger", "out/ledger", "--run", run, "--json"])
+        .envs(env.iter().copied())
+        .current_dir(s.path())
+        .output()
+        .expect("attest replay");
+    assert_eq!(out.status.code(), Some(0), "replay {run}: {}", text(&out));
+}
 
 /// What one kill left behind, from the ledger and the files.
 #[derive(Default, Debug)]
@@ -99,6 +215,11 @@ struct Windows {
     bytes_past_durable: u64,
     /// An aggregation batch open at the last checkpoint.
     open_batch: u64,
+    /// A state left open: a node was calling out (the resume closes it as interrupted).
+    open_state: u64,
+    /// Aggregation events recorded after the last checkpoint: a batch's state was
+    /// recorded before its calls (the resumed sequencer repeats them against the record).
+    batch_past_cut: u64,
 }
 
 impl Windows {
@@ -138,6 +259,22 @@ impl Windows {
         };
         if rec.rows > released {
             self.read_past_cut += 1;
+        }
+        if rec.open_states > 0 {
+            self.open_state += 1;
+        }
+        let mut past_cut = false;
+        let _ = ledger.scan_events_rev(&id, |_, e| {
+            if matches!(
+                e,
+                Event::BatchOpened { .. } | Event::BatchMemberAdded { .. }
+            ) {
+                past_cut = true;
+            }
+            Ok(!matches!(e, Event::Checkpoint { .. }) && !past_cut)
+        });
+        if past_cut {
+            self.batch_past_cut += 1;
         }
         let processed = (released..rec.rows).any(|i| {
             matches!(
@@ -185,14 +322,17 @@ impl Windows {
         self.processed_not_written += o.processed_not_written;
         self.bytes_past_durable += o.bytes_past_durable;
         self.open_batch += o.open_batch;
+        self.open_state += o.open_state;
+        self.batch_past_cut += o.batch_past_cut;
     }
 }
 
 /// The next step of the run in `s`: start it, or resume it. `None` once it completed.
-fn step(s: &Scratch, ex: &Example) -> Option<Child> {
+fn step(s: &Scratch, ex: &Example, env: &[(&str, &str)]) -> Option<Child> {
     let all = runs(s);
     let mut cmd = Command::new(attest_tests::binary());
     cmd.current_dir(s.path())
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     match all.iter().find(|r| r["status"] != "completed") {
@@ -239,6 +379,8 @@ fn finish(mut child: Child, limit: Duration) {
 fn sigkill_at_random_moments_then_resume_gives_the_uninterrupted_output() {
     let kills = env_u64("ATTEST_KILLS", EXAMPLES.len() as u64);
     let rows = env_u64("ATTEST_KILL_ROWS", 2_000) as usize;
+    let llm_rows = env_u64("ATTEST_KILL_LLM_ROWS", 240) as usize;
+    let latency = Duration::from_millis(env_u64("ATTEST_KILL_LLM_LATENCY_MS", 10));
     let seed = env_u64(
         "ATTEST_KILL_SEED",
         std::time::SystemTime::now()
@@ -246,7 +388,10 @@ fn sigkill_at_random_moments_then_resume_gives_the_uninterrupted_output() {
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0),
     );
-    println!("kill_resume: seed {seed} (ATTEST_KILL_SEED={seed}), {kills} kills, {rows} rows");
+    println!(
+        "kill_resume: seed {seed} (ATTEST_KILL_SEED={seed}), {kills} kills, {rows} rows, \
+         {llm_rows} LLM rows at {latency:?}"
+    );
     // Built before anything is timed: the kill moments scale with a run's duration.
     attest_tests::binary();
     let mut rng = Rng(seed);
@@ -255,22 +400,44 @@ fn sigkill_at_random_moments_then_resume_gives_the_uninterrupted_output() {
     let per = |i: usize| {
         kills / EXAMPLES.len() as u64 + u64::from((i as u64) < kills % EXAMPLES.len() as u64)
     };
-    for (i, (name, aggregation, setup)) in EXAMPLES.iter().enumerate() {
+    for (i, target) in EXAMPLES.iter().enumerate() {
+        let name = target.name;
         let budget = per(i);
         if budget == 0 {
             continue;
         }
+        let rows = if target.llm { llm_rows } else { rows };
         let t0 = Instant::now();
-        let (_, want) = reference(&|s| setup(s, rows));
+        // One server for the reference run and one for the killed run, whose requests are
+        // counted.
+        let server = |_| {
+            let f = FakeLlm::bind("127.0.0.1:0", Answering::Sentiment).expect("fake server");
+            f.set_latency(latency);
+            f
+        };
+        let (reference_server, server) = (server(0), server(1));
+        let (reference_url, url) = (reference_server.url(), server.url());
+        let env: &[(&str, &str)] = if target.llm {
+            &[("LLM_BASE_URL", &url)]
+        } else {
+            &[]
+        };
+        let (_, want) = reference_with(
+            &|s| (target.setup)(s, rows),
+            &[("LLM_BASE_URL", &reference_url)],
+        );
+        let wanted_requests = reference_server.requests();
         // Kill moments are drawn over how long the step is expected to take: a little more
         // than an uninterrupted run for a new run, less for a resume, which has only the
         // rows after its cut left (plus re-reading the rest, about a quarter of the work).
         let full = t0.elapsed().mul_f64(1.2).max(Duration::from_millis(200));
         let s = Scratch::new();
-        let ex = setup(&s, rows);
+        let ex = (target.setup)(&s, rows);
         let mut windows = Windows::default();
         let mut finished_early = 0;
         let mut attempts = 0;
+        // Requests the server had seen when the current run started.
+        let mut base = 0;
         while windows.kills < budget {
             attempts += 1;
             assert!(attempts < budget * 20 + 20, "{name}: too many attempts");
@@ -280,11 +447,12 @@ fn sigkill_at_random_moments_then_resume_gives_the_uninterrupted_output() {
                 .and_then(|r| r["rows"].as_u64())
                 .map_or(0.0, |n| n as f64 / rows as f64);
             let span = full.mul_f64(1.0 - 0.75 * done.min(1.0));
-            let Some(mut child) = step(&s, &ex) else {
+            let Some(mut child) = step(&s, &ex, env) else {
                 // Completed before every kill was spent: check it, then run it again.
                 assert_same_outputs(&s, &ex, &want, name);
                 assert_every_run_verifies(&s);
                 std::fs::remove_dir_all(s.path().join("out")).expect("clear out/");
+                base = server.requests();
                 continue;
             };
             std::thread::sleep(rng.below(span));
@@ -297,21 +465,51 @@ fn sigkill_at_random_moments_then_resume_gives_the_uninterrupted_output() {
                 None => {
                     child.kill().expect("SIGKILL");
                     child.wait().expect("reap");
-                    windows.observe(&s, *aggregation);
+                    windows.observe(&s, target.aggregation);
                 }
             }
         }
         // Resume, unkilled, until done.
-        while let Some(child) = step(&s, &ex) {
+        while let Some(child) = step(&s, &ex, env) {
             finish(child, Duration::from_secs(600));
         }
         assert_same_outputs(&s, &ex, &want, name);
         assert_every_run_verifies(&s);
+        let run = runs(&s)
+            .first()
+            .and_then(|r| r["run_id"].as_str().map(String::from))
+            .expect("the run");
+        let mut calls = None;
+        if target.llm {
+            let c = Calls::read(&s, &run);
+            let sent = server.requests() - base;
+            // One answer from the server per call an uninterrupted run makes: none was
+            // answered twice in the record. The server saw those, plus at most one per
+            // call a crash left without an answer (sent again: it may have gone out).
+            assert_eq!(c.answered, wanted_requests, "{name}: {c:?}");
+            assert!(
+                sent >= wanted_requests && sent <= wanted_requests + c.interrupted,
+                "{name}: the server answered {sent} requests; an uninterrupted run sends \
+                 {wanted_requests}, and {} call(s) were left without an answer: {c:?}",
+                c.interrupted
+            );
+            calls = Some((c, sent));
+        }
+        if target.full_replay {
+            let before = server.requests();
+            full_replay(&s, &run, env);
+            assert_eq!(server.requests(), before, "{name}: replay sent a request");
+        }
         println!(
             "kill_resume: {name}: {} kills ({finished_early} runs finished before their kill) in {:.1}s: {windows:?}",
             windows.kills,
             t0.elapsed().as_secs_f64()
         );
+        if let Some((c, sent)) = calls {
+            println!(
+                "kill_resume: {name}: {sent} requests (uninterrupted: {wanted_requests}); {c:?}"
+            );
+        }
         total.add(&windows);
     }
     println!(

@@ -95,6 +95,21 @@ fn ctrl_c_then_resume_gives_the_uninterrupted_output() {
         let r = only_run(&s).expect("one run");
         assert_eq!(r["status"], "completed");
         assert_every_run_verifies(&s);
+        // Re-executed in one go, it agrees with the record id for id: the interruption,
+        // the resume and the checkpoints are bookkeeping.
+        let replay = s
+            .attest()
+            .args(["replay", "--ledger", "out/ledger", "--run", &run, "--json"])
+            .timeout(Duration::from_secs(600))
+            .output()
+            .expect("attest replay");
+        assert_eq!(replay.status.code(), Some(0), "{}", text(&replay));
+        let report: serde_json::Value =
+            serde_json::from_slice(&replay.stdout).expect("replay --json");
+        let reexecution = &report["reexecution"];
+        assert_eq!(reexecution["performed"], true, "{report}");
+        assert_eq!(reexecution["divergences"], 0, "{report}");
+        assert!(reexecution["partial"].is_null(), "{report}");
         // The resume is recorded in the run's own chain, and its head is in the heads log.
         let heads = s.read("out/ledger/heads.jsonl");
         assert!(heads.lines().count() >= 2, "{heads}");
