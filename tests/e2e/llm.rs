@@ -2,34 +2,14 @@
 //! server, its output bytes, `attest replay --verify-only`, and the call in lineage.
 
 use attest_tests::fake_llm::{Answering, FakeLlm};
-use attest_tests::Scratch;
+use attest_tests::{json_success, Scratch};
 use serde_json::Value;
-
-const PIPELINE: &str = "examples/llm-sentiment/pipeline.yaml";
-
-fn run_example(s: &Scratch, server: &FakeLlm) -> Value {
-    let out = s
-        .attest()
-        .args(["run", PIPELINE, "--json"])
-        .env("LLM_BASE_URL", server.url())
-        .env("OPENROUTER_API_KEY", "sk-or-e2e-secret-0451")
-        .env_remove("LLM_MODEL")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
 
 #[test]
 fn the_sentiment_example_runs_against_the_local_server() {
     let server = FakeLlm::bind("127.0.0.1:0", Answering::Sentiment).unwrap();
     let s = Scratch::new();
-    let summary = run_example(&s, &server);
+    let summary = run_named(&s, "llm-sentiment", &server);
     assert_eq!(summary["status"], "completed");
     assert_eq!(summary["rows"], 6);
     assert_eq!(summary["sinks"]["output"], 4);
@@ -56,45 +36,13 @@ fn the_sentiment_example_runs_against_the_local_server() {
     );
 
     let run = summary["run_id"].as_str().unwrap();
-    let replay = s
-        .attest()
-        .args([
-            "replay",
-            "--ledger",
-            "out/ledger",
-            "--run",
-            run,
-            "--verify-only",
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(
-        replay.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&replay.stdout)
-    );
-    let report: Value = serde_json::from_slice(&replay.stdout).unwrap();
+    let (code, report) = s.replay_json(&["--run", run, "--verify-only"]);
+    assert_eq!(code, Some(0), "{report}");
     assert_eq!(report["ok"], true);
     assert_eq!(server.requests(), 6, "verification sends nothing");
 
     // The first complaint's lineage shows its own call: the prompt it sent, the answer.
-    let out = s
-        .attest()
-        .args([
-            "lineage",
-            "--ledger",
-            "out/ledger",
-            "--output",
-            "complaints:0",
-            "--format",
-            "json",
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0));
-    let l: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let l = s.lineage_json(&["--output", "complaints:0"]);
     let states = l["tokens"][0]["states"].as_array().unwrap();
     let classify = states.iter().find(|s| s["node"] == "classify").unwrap();
     let call = &classify["calls"][0];
@@ -136,29 +84,13 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 
 /// Runs `examples/NAME/pipeline.yaml` against `server` through the binary.
 fn run_named(s: &Scratch, name: &str, server: &FakeLlm) -> Value {
-    let out = s
-        .attest()
-        .args(["run", &format!("examples/{name}/pipeline.yaml"), "--json"])
-        .env("LLM_BASE_URL", server.url())
-        .env("OPENROUTER_API_KEY", "sk-or-e2e-secret-0451")
-        .env_remove("LLM_MODEL")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-fn lineage_json(s: &Scratch, target: &[&str]) -> Value {
-    let mut args = vec!["lineage", "--ledger", "out/ledger", "--format", "json"];
-    args.extend_from_slice(target);
-    let out = s.attest().args(&args).output().unwrap();
-    assert_eq!(out.status.code(), Some(0));
-    serde_json::from_slice(&out.stdout).unwrap()
+    json_success(
+        s.attest()
+            .args(["run", &format!("examples/{name}/pipeline.yaml"), "--json"])
+            .env("LLM_BASE_URL", server.url())
+            .env("OPENROUTER_API_KEY", "sk-or-e2e-secret-0451")
+            .env_remove("LLM_MODEL"),
+    )
 }
 
 /// Multi-query: both questions about a review are asked under the row's one state, their
@@ -191,7 +123,7 @@ fn the_multi_query_example_asks_each_row_its_questions_under_one_state() {
              openai/gpt-4o-mini\r\n"
         )
     );
-    let l = lineage_json(&s, &["--row", "0"]);
+    let l = s.lineage_json(&["--row", "0"]);
     let grade = l["tokens"][0]["states"]
         .as_array()
         .unwrap()
@@ -227,7 +159,7 @@ fn the_llm_batch_example_records_each_rows_call_under_the_batch_state() {
          5,fan,Too slow and the noise is awful.,negative,\"{'prompt_tokens': 27, 'completion_tokens': 1}\",openai/gpt-4o-mini,\r\n"
     );
     for target in [["--row", "1"], ["--output", "complaints:0"]] {
-        let l = lineage_json(&s, &target);
+        let l = s.lineage_json(&target);
         assert_eq!(l["focus"], "t1");
         let batch = &l["batches"][0];
         assert_eq!(batch["batch"], "classify#b0");
