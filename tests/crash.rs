@@ -245,3 +245,75 @@ pub fn crash_child(
     assert_eq!(run["status"], "running", "a crashed run has no end event");
     run["run_id"].as_str().expect("id").to_string()
 }
+
+/// What a run's record says about its external calls, for the tests that resume runs
+/// killed while calling out.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CallCounts {
+    pub allocated: u64,
+    /// Answered by the server, as recorded (answers taken from the record not counted).
+    pub answered: u64,
+    /// Answered from an interrupted attempt's record (`reused`), not sent.
+    pub reused: u64,
+    /// Completed by a resume: the run stopped before their answer was recorded.
+    pub interrupted: u64,
+    /// States closed as interrupted.
+    pub interrupted_states: u64,
+}
+
+impl CallCounts {
+    /// Reads run `run` of the scratch's ledger (`out/ledger`).
+    pub fn read(s: &Scratch, run: &str) -> CallCounts {
+        use attest_ledger::{CallOutcome, Event, Ledger, RunId};
+        let ledger = Ledger::open(s.path().join(crate::LEDGER)).expect("open ledger");
+        let id = RunId::new(run).expect("run id");
+        let mut c = CallCounts::default();
+        ledger
+            .for_each_event(&id, |_, e| {
+                match e {
+                    Event::CallAllocated { .. } => c.allocated += 1,
+                    Event::CallCompleted {
+                        outcome: CallOutcome::Errored { error, .. },
+                        ..
+                    } if error.starts_with("interrupted:") => c.interrupted += 1,
+                    Event::CallCompleted {
+                        response: Some(h), ..
+                    } => {
+                        let bytes = ledger.payload(&h)?.unwrap_or_default();
+                        let v: Value = serde_json::from_slice(&bytes).unwrap_or_default();
+                        if v.get("reused").is_some() {
+                            c.reused += 1;
+                        } else if v.get("status").is_some() {
+                            c.answered += 1;
+                        }
+                    }
+                    Event::StateClosed { result, .. } if result.is_interrupted() => {
+                        c.interrupted_states += 1
+                    }
+                    _ => {}
+                }
+                Ok(())
+            })
+            .expect("read the log");
+        c
+    }
+}
+
+/// `attest replay` of `run` (re-executing it unless `verify_only`) with `env` set: it must
+/// exit 0, and a re-execution must find no divergence. Returns the report.
+pub fn replay_passes(s: &Scratch, run: &str, verify_only: bool, env: &[(&str, &str)]) -> Value {
+    let mut cmd = s.attest();
+    cmd.args(["replay", "--ledger", crate::LEDGER, "--run", run, "--json"])
+        .envs(env.iter().copied())
+        .timeout(Duration::from_secs(600));
+    if verify_only {
+        cmd.arg("--verify-only");
+    }
+    let report = crate::json_success(&mut cmd);
+    if !verify_only {
+        let r = &report["reexecution"];
+        assert_eq!(r["performed"], true, "replay {run}: {report}");
+        assert_eq!(r["divergences"], 0, "replay {run}: {report}");
+    }
+    report
+}

@@ -22,9 +22,10 @@
 //!   printed; the moments it picks are reproduced, the state a kill finds depends on timing.
 
 use attest_ledger::projection::{PKey, PVal};
-use attest_ledger::{CallOutcome, Event, Ledger, RunId, TokenId};
+use attest_ledger::{Event, Ledger, RunId, TokenId};
 use attest_tests::crash::{
-    assert_every_run_verifies, assert_same_outputs, len, reference_with, runs, text, Example,
+    assert_every_run_verifies, assert_same_outputs, len, reference_with, replay_passes, runs, text,
+    CallCounts, Example,
 };
 use attest_tests::fake_llm::{Answering, FakeLlm};
 use attest_tests::Scratch;
@@ -137,67 +138,6 @@ const EXAMPLES: &[Target] = &[
         full_replay: true,
     },
 ];
-
-/// What the final record of an LLM example says of its calls.
-#[derive(Default, Debug)]
-struct Calls {
-    /// Calls answered by the server, as recorded (not counting answers taken from the
-    /// record).
-    answered: u64,
-    /// Calls answered from an interrupted attempt's record, not sent.
-    reused: u64,
-    /// Calls a crash left without an answer (completed `interrupted` by a resume).
-    interrupted: u64,
-    /// States closed as interrupted.
-    interrupted_states: u64,
-}
-
-impl Calls {
-    fn read(s: &Scratch, run: &str) -> Calls {
-        let ledger = Ledger::open(s.path().join("out/ledger")).expect("open ledger");
-        let id = RunId::new(run).expect("id");
-        let mut c = Calls::default();
-        ledger
-            .for_each_event(&id, |_, e| {
-                match e {
-                    Event::CallCompleted {
-                        outcome: CallOutcome::Errored { error, .. },
-                        ..
-                    } if error.starts_with("interrupted:") => c.interrupted += 1,
-                    Event::CallCompleted {
-                        response: Some(h), ..
-                    } => {
-                        let bytes = ledger.payload(&h)?.unwrap_or_default();
-                        let v: serde_json::Value =
-                            serde_json::from_slice(&bytes).unwrap_or_default();
-                        if v.get("reused").is_some() {
-                            c.reused += 1;
-                        } else if v.get("status").is_some() {
-                            c.answered += 1;
-                        }
-                    }
-                    Event::StateClosed { result, .. } if result.is_interrupted() => {
-                        c.interrupted_states += 1
-                    }
-                    _ => {}
-                }
-                Ok(())
-            })
-            .expect("read the log");
-        c
-    }
-}
-
-/// `attest replay` of `run`, re-executing it: it must agree with the record.
-fn full_replay(s: &Scratch, run: &str, env: &[(&str, &str)]) {
-    let out = Command::new(attest_tests::binary())
-        .args(["replay", "--ledger", "out/ledger", "--run", run, "--json"])
-        .envs(env.iter().copied())
-        .current_dir(s.path())
-        .output()
-        .expect("attest replay");
-    assert_eq!(out.status.code(), Some(0), "replay {run}: {}", text(&out));
-}
 
 /// What one kill left behind, from the ledger and the files.
 #[derive(Default, Debug)]
@@ -481,7 +421,7 @@ fn sigkill_at_random_moments_then_resume_gives_the_uninterrupted_output() {
             .expect("the run");
         let mut calls = None;
         if target.llm {
-            let c = Calls::read(&s, &run);
+            let c = CallCounts::read(&s, &run);
             let sent = server.requests() - base;
             // One answer from the server per call an uninterrupted run makes: none was
             // answered twice in the record. The server saw those, plus at most one per
@@ -497,7 +437,7 @@ fn sigkill_at_random_moments_then_resume_gives_the_uninterrupted_output() {
         }
         if target.full_replay {
             let before = server.requests();
-            full_replay(&s, &run, env);
+            replay_passes(&s, &run, false, env);
             assert_eq!(server.requests(), before, "{name}: replay sent a request");
         }
         println!(

@@ -3,8 +3,8 @@
 //! refused with a message naming what and where, changing nothing.
 
 use attest_tests::crash::{
-    assert_every_run_verifies, assert_same_outputs, only_run, reference, resume_until_done, text,
-    Example, Outputs,
+    assert_every_run_verifies, assert_same_outputs, only_run, reference, replay_passes,
+    resume_until_done, text, Example, Outputs,
 };
 use attest_tests::Scratch;
 use std::process::{Command, Output, Stdio};
@@ -97,19 +97,7 @@ fn ctrl_c_then_resume_gives_the_uninterrupted_output() {
         assert_every_run_verifies(&s);
         // Re-executed in one go, it agrees with the record id for id: the interruption,
         // the resume and the checkpoints are bookkeeping.
-        let replay = s
-            .attest()
-            .args(["replay", "--ledger", "out/ledger", "--run", &run, "--json"])
-            .timeout(Duration::from_secs(600))
-            .output()
-            .expect("attest replay");
-        assert_eq!(replay.status.code(), Some(0), "{}", text(&replay));
-        let report: serde_json::Value =
-            serde_json::from_slice(&replay.stdout).expect("replay --json");
-        let reexecution = &report["reexecution"];
-        assert_eq!(reexecution["performed"], true, "{report}");
-        assert_eq!(reexecution["divergences"], 0, "{report}");
-        assert!(reexecution["partial"].is_null(), "{report}");
+        replay_passes(&s, &run, false, &[]);
         // The resume is recorded in the run's own chain, and its head is in the heads log.
         let heads = s.read("out/ledger/heads.jsonl");
         assert!(heads.lines().count() >= 2, "{heads}");

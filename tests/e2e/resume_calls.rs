@@ -18,14 +18,14 @@
 //!
 //! Workers and pools are set to 1, so that the Nth call is always the same one.
 
-use attest_ledger::{CallOutcome, Event, Ledger, RunId};
+use attest_ledger::{Ledger, RunId};
 use attest_tests::crash::{
-    assert_same_outputs, crash_child, resume_until_done_with, text, Example, Outputs,
+    assert_same_outputs, crash_child, reference_with, replay_passes, resume_until_done_with,
+    CallCounts, Example, Outputs,
 };
 use attest_tests::fake_llm::{Answering, FakeLlm};
-use attest_tests::Scratch;
+use attest_tests::{Scratch, LEDGER};
 use std::path::Path;
-use std::time::Duration;
 
 /// One worker, one call at a time.
 fn sequential(text: String) -> String {
@@ -64,57 +64,9 @@ fn two_calls(s: &Scratch) -> Example {
     })
 }
 
-/// What a run's record says about its calls.
-#[derive(Debug, Default, PartialEq, Eq)]
-struct Calls {
-    allocated: u64,
-    /// Answered from the server, as recorded.
-    answered: u64,
-    /// Answered from an interrupted attempt's record (`reused`), not sent.
-    reused: u64,
-    /// Completed by the resume: the run stopped before their answer was recorded.
-    interrupted: u64,
-    /// States closed as interrupted.
-    interrupted_states: u64,
-}
-
-fn calls(s: &Scratch, run: &str) -> Calls {
-    let ledger = Ledger::open(s.path().join("out/ledger")).expect("open ledger");
-    let id = RunId::new(run).expect("id");
-    let mut c = Calls::default();
-    ledger
-        .for_each_event(&id, |_, e| {
-            match e {
-                Event::CallAllocated { .. } => c.allocated += 1,
-                Event::CallCompleted {
-                    outcome: CallOutcome::Errored { error, .. },
-                    ..
-                } if error.starts_with("interrupted:") => c.interrupted += 1,
-                Event::CallCompleted {
-                    response: Some(h), ..
-                } => {
-                    let bytes = ledger.payload(&h)?.unwrap_or_default();
-                    let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-                    if v.get("reused").is_some() {
-                        c.reused += 1;
-                    } else if v.get("status").is_some() {
-                        c.answered += 1;
-                    }
-                }
-                Event::StateClosed { result, .. } if result.is_interrupted() => {
-                    c.interrupted_states += 1
-                }
-                _ => {}
-            }
-            Ok(())
-        })
-        .expect("read the log");
-    c
-}
-
 /// The runs of the scratch's ledger with a state open.
 fn open_states(s: &Scratch, run: &str) -> u64 {
-    let ledger = Ledger::open(s.path().join("out/ledger")).expect("open ledger");
+    let ledger = Ledger::open(s.path().join(LEDGER)).expect("open ledger");
     let rec = ledger
         .run_record(&RunId::new(run).expect("id"))
         .expect("read")
@@ -122,43 +74,23 @@ fn open_states(s: &Scratch, run: &str) -> u64 {
     rec.open_states
 }
 
-/// `attest replay` (with `--verify-only` if `verify_only`) exits 0 and sends nothing.
+/// `attest replay` (with `--verify-only` if `verify_only`) passes and sends nothing.
 fn replays(s: &Scratch, server: &FakeLlm, run: &str, verify_only: bool) {
     let before = server.requests();
-    let mut args = vec!["replay", "--ledger", "out/ledger", "--run", run, "--json"];
-    if verify_only {
-        args.push("--verify-only");
-    }
-    let out = s
-        .attest()
-        .args(&args)
-        .env("LLM_BASE_URL", server.url())
-        .timeout(Duration::from_secs(600))
-        .output()
-        .expect("attest replay");
-    assert_eq!(out.status.code(), Some(0), "replay {run}: {}", text(&out));
+    replay_passes(s, run, verify_only, &[("LLM_BASE_URL", &server.url())]);
     assert_eq!(server.requests(), before, "replay sent a request");
 }
 
 /// The uninterrupted run of `setup`'s example: its outputs and the requests it sent.
 fn reference(setup: fn(&Scratch) -> Example) -> (Outputs, u64) {
     let server = FakeLlm::bind("127.0.0.1:0", Answering::Sentiment).expect("server");
-    let s = Scratch::new();
-    let ex = setup(&s);
-    let out = s
-        .attest()
-        .args(["run", &ex.pipeline, "--json"])
-        .env("LLM_BASE_URL", server.url())
-        .timeout(Duration::from_secs(600))
-        .output()
-        .expect("attest run");
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    (ex.output_bytes(&s), server.requests())
+    let (_, outputs) = reference_with(&|s| setup(s), &[("LLM_BASE_URL", &server.url())]);
+    (outputs, server.requests())
 }
 
 /// Crashes `setup`'s example at `spec`, resumes it, checks outputs, requests and replay;
 /// returns what the record says of its calls.
-fn crash_and_resume(setup: fn(&Scratch) -> Example, spec: &str, extra_requests: u64) -> Calls {
+fn crash_and_resume(setup: fn(&Scratch) -> Example, spec: &str, extra_requests: u64) -> CallCounts {
     let (want, requests) = reference(setup);
     let server = FakeLlm::bind("127.0.0.1:0", Answering::Sentiment).expect("server");
     let url = server.url();
@@ -182,7 +114,7 @@ fn crash_and_resume(setup: fn(&Scratch) -> Example, spec: &str, extra_requests: 
     );
     replays(&s, &server, &run, true);
     replays(&s, &server, &run, false);
-    calls(&s, &run)
+    CallCounts::read(&s, &run)
 }
 
 #[test]

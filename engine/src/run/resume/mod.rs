@@ -5,8 +5,9 @@
 //! was committed with everything the sequencer did for the rows before it (outcomes of the
 //! rows written, aggregation and coalesce events), after the sinks were fsynced; its note
 //! gives each sink's durable position and content hash (see `checkpoint`). Nothing the
-//! sequencer does is recorded between checkpoints, so everything after the cut is redone
-//! and nothing before it is.
+//! sequencer does is recorded between checkpoints (but for the events a calling node's
+//! state takes with it, below), so everything after the cut is redone and nothing before
+//! it is.
 //!
 //! **Resuming** (each step refuses, changing nothing, when it finds the run cannot go on):
 //! 1. [`find_stop`]: the run is `running` or `interrupted`, the pipeline registers the same
@@ -18,17 +19,22 @@
 //!    durable bytes differ from the recorded hash is refused; a torn tail is cut off.
 //! 4. [`resume`]: `RunResumed` is recorded and the run goes on from the cut. Rows after
 //!    the cut are processed again; a row whose events were already recorded (it was
-//!    processed but not written when the run stopped) is checked against them and not
-//!    recorded twice (`applied`). The resumed run ends like any run.
+//!    processed but not written when the run stopped, or in part: up to a calling node) is
+//!    checked against them and not recorded twice (`applied`). The resumed run ends like
+//!    any run.
 //!
-//! **External calls** (for the `calls` work): a row that calls out commits its state
-//! before the first call, so a crash can leave a state open with calls recorded.
-//! [`find_stop`] refuses such a run today. The intended resume: close each open state as
-//! failed (`error: "interrupted"`, retryable) in the resume's first commit, then re-run its
-//! row with the walker starting that node at the next attempt and a recorded-call backend
-//! that answers the calls the closed attempt recorded (request hash → response) before
-//! calling out for the rest; `applied::compare` then sees the earlier nodes' events as
-//! recorded and the new attempt as new. See `docs/reliability.md`.
+//! **External calls.** A node that calls out has its state recorded before its first
+//! call, and each request made durable before it is sent, so a crash can leave a state open
+//! with calls recorded, some answered. [`find_stop`] finds such states (`tail`); [`resume`]
+//! completes their unanswered calls as `interrupted` and closes them failed, retryable,
+//! with `StateResult::interrupted`, in the commit that records `RunResumed`. The re-run
+//! walks meet the closed attempt (`Walker::skip_interrupted`), run the node as the next
+//! attempt, and answer its calls from the interrupted attempt's recorded responses where
+//! there are any (`crate::calls::ReusingBackend`), sending only the rest. A walk of the
+//! sequencer's that reached a calling node sent the sequencer's events since the
+//! checkpoint early (with the state): those are past the cut, and the resumed sequencer
+//! repeats them against the record (`tail`, `applied::Place::Sequencer`). See
+//! `docs/reliability.md`, *External calls*.
 
 pub(crate) mod applied;
 mod held;
