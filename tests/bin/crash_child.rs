@@ -26,7 +26,7 @@ use attest_engine::run::io::{
 };
 use attest_engine::run::{execute, RunOptions, RunStatus};
 use attest_engine::value::Row;
-use attest_ledger::{Ledger, RunStart};
+use attest_ledger::{Hash32, Ledger, RunStart, TokenId};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -85,6 +85,15 @@ impl CallBackend for Calls {
         let answer = self.live.perform(key, request);
         self.trap.pass(Point::Answer);
         answer
+    }
+
+    fn recorded_retry(
+        &self,
+        key: CallKey<'_>,
+        request: &Hash32,
+        served: Option<&TokenId>,
+    ) -> Result<Option<bool>, BackendError> {
+        self.live.recorded_retry(key, request, served)
     }
 }
 
