@@ -23,7 +23,7 @@ use crate::event::Event;
 use crate::ids::{Hash32, NodeId, RunId, StateId, Subject, TokenId};
 use crate::projection::{self, PKey, PKeyRef, PVal, StateRec};
 use crate::rules::{self, Proj, TxProj};
-use crate::store::Store;
+use crate::store::{StorageCause, Store};
 use crossbeam_channel::{bounded, Receiver, Sender};
 use hashbrown::{HashMap, HashSet};
 use std::collections::BTreeMap;
@@ -450,12 +450,9 @@ impl Storer {
             let merged = bucket::merge(old.as_deref(), &changes).map_err(|e| e.to_string())?;
             batch.insert(key, merged);
         }
-        self.store
-            .db
-            .apply_batch(batch)
-            .map_err(|e| e.to_string())?;
+        self.store.db.apply_batch(batch).map_err(|e| e.describe())?;
         if durable {
-            self.store.db.flush().map_err(|e| e.to_string())?;
+            self.store.db.flush().map_err(|e| e.describe())?;
         }
         Ok(())
     }
