@@ -5,11 +5,13 @@
 //!
 //! 1. **Preparing** (`attest-ledger-writer`): drains whatever is waiting (a commit group),
 //!    applies each command's events through the integrity rules in its own transaction,
-//!    and builds the group's sled batch — log segments, changed projections, payloads.
+//!    and builds the group's sled batch — log segments, changed projections, and one
+//!    payload pack per run ([`crate::packs`]).
 //! 2. **Storing** (`attest-ledger-store`): merges the group's changed records into their
-//!    row buckets, writes the group in one sled batch, and makes it durable with one
-//!    fsync when any command in it asked for that. Only then are the group's commands
-//!    answered.
+//!    row buckets, adds a generation of the payload index when one is due
+//!    ([`crate::payload_index`]), writes the group in one sled batch, and makes it durable
+//!    with one fsync when any command in it asked for that. Only then are the group's
+//!    commands answered.
 //!
 //! A command whose events break a rule is answered with the violation and leaves no
 //! trace; the others in its group are unaffected. If storing a group fails, every group
@@ -21,6 +23,8 @@ use crate::codec;
 use crate::error::{violation, LedgerError, Result, Rule};
 use crate::event::Event;
 use crate::ids::{Hash32, NodeId, RunId, StateId, Subject, TokenId};
+use crate::packs::{self, PackBuilder};
+use crate::payload_index;
 use crate::projection::{self, PKey, PKeyRef, PVal, StateRec};
 use crate::rules::{self, Proj, TxProj};
 use crate::store::Store;
@@ -82,7 +86,8 @@ pub(crate) enum Cmd {
     Commit {
         run: RunId,
         items: Vec<Item>,
-        payloads: Vec<Vec<u8>>,
+        /// Each payload with its blake3 hash, computed by [`crate::Commit::payload`].
+        payloads: Vec<(Hash32, Vec<u8>)>,
         durability: Durability,
         reply: Sender<Result<Receipt>>,
     },
@@ -129,6 +134,11 @@ struct Prepared {
     batch: sled::Batch,
     /// Changed records of row buckets, by bucket key, each list sorted by suffix.
     buckets: Vec<(Vec<u8>, Vec<bucket::Entry>)>,
+    /// The packs in `batch`, for the payload index: run, pack seq, the hashes in it.
+    packs: Vec<(RunId, u64, Vec<Hash32>)>,
+    /// Runs that ended (finished or were interrupted) in this group: their index is
+    /// brought up to date with it.
+    ended: Vec<RunId>,
     durable: bool,
     replies: Vec<Reply>,
 }
@@ -140,12 +150,17 @@ struct Storer {
     /// Why the last group failed, until the preparing stage resets: groups prepared
     /// after it were checked against state that was never stored.
     poisoned: Option<String>,
+    /// Each run's payload index entries not yet written (see [`payload_index`]).
+    index: HashMap<RunId, payload_index::Pending>,
 }
 
 /// Starts the writer's two threads; commands sent on the returned channel are applied
 /// in order. The handle's thread ends, after storing everything, once every sender is
 /// dropped.
 pub(crate) fn spawn(store: Arc<Store>) -> Result<(Sender<Cmd>, JoinHandle<()>)> {
+    // What a crash left unindexed is indexed before anything new is stored, so the storing
+    // stage starts every run from a complete index.
+    payload_index::index_tails(&store)?;
     let (tx, rx) = crossbeam_channel::unbounded();
     let (to_store, store_rx) = bounded(PREPARED_AHEAD);
     let failed = Arc::new(AtomicBool::new(false));
@@ -153,6 +168,7 @@ pub(crate) fn spawn(store: Arc<Store>) -> Result<(Sender<Cmd>, JoinHandle<()>)> 
         store: store.clone(),
         failed: failed.clone(),
         poisoned: None,
+        index: HashMap::new(),
     };
     let storing = std::thread::Builder::new()
         .name("attest-ledger-store".into())
@@ -185,13 +201,16 @@ struct GroupRun {
     segment: Vec<u8>,
     first_seq: Option<u64>,
     started: bool,
+    /// The run finished or was interrupted in this group.
+    ended: bool,
+    /// The payloads of the run's accepted commits.
+    pack: PackBuilder,
 }
 
 /// The commands of one commit group, applied and waiting to be written.
 #[derive(Default)]
 struct Group {
     runs: HashMap<RunId, GroupRun>,
-    payloads: Vec<Vec<u8>>,
     durable: bool,
     replies: Vec<Reply>,
 }
@@ -299,9 +318,24 @@ impl Writer {
                 } => {
                     let gr = group.runs.entry(run.clone()).or_default();
                     let cache = self.cache.entry(run.clone()).or_default();
-                    let result = apply_commit(&self.store, &run, cache, gr, items, &mut self.spare);
+                    let ends = items.iter().any(|i| {
+                        matches!(
+                            i,
+                            Item::Event(Event::RunFinished { .. } | Event::RunInterrupted { .. })
+                        )
+                    });
+                    let result = match storable(&payloads) {
+                        Ok(()) => {
+                            apply_commit(&self.store, &run, cache, gr, items, &mut self.spare)
+                        }
+                        Err(e) => Err(e),
+                    };
                     if result.is_ok() {
-                        group.payloads.extend(payloads);
+                        for (hash, bytes) in &payloads {
+                            // Sizes were checked before the commit applied: cannot fail.
+                            let _ = gr.pack.add(*hash, bytes);
+                        }
+                        gr.ended |= ends;
                         group.durable |= durability == Durability::Flushed;
                     }
                     group.replies.push(Reply::Commit(reply, result));
@@ -332,9 +366,16 @@ impl Writer {
             return;
         }
         let prepared = match self.prepare(&mut group) {
-            Ok((batch, buckets)) => Prepared {
+            Ok((batch, buckets, packs)) => Prepared {
                 batch,
                 buckets,
+                packs,
+                ended: group
+                    .runs
+                    .iter()
+                    .filter(|(_, gr)| gr.ended)
+                    .map(|(run, _)| run.clone())
+                    .collect(),
                 durable: group.durable,
                 replies: group.replies,
             },
@@ -356,25 +397,34 @@ impl Writer {
         }
     }
 
-    /// The group's sled batch, and its changed bucket records for the storing stage to
-    /// merge (only it reads buckets, so it always merges into what is stored).
+    /// The group's sled batch, its changed bucket records for the storing stage to merge
+    /// (only it reads buckets, so it always merges into what is stored), and its packs.
     #[allow(clippy::type_complexity)]
     fn prepare(
         &self,
         group: &mut Group,
-    ) -> Result<(sled::Batch, Vec<(Vec<u8>, Vec<bucket::Entry>)>), String> {
+    ) -> Result<
+        (
+            sled::Batch,
+            Vec<(Vec<u8>, Vec<bucket::Entry>)>,
+            Vec<(RunId, u64, Vec<Hash32>)>,
+        ),
+        String,
+    > {
         let mut batch = sled::Batch::default();
         let mut bucket_writes = Vec::new();
-        for bytes in std::mem::take(&mut group.payloads) {
-            let hash = Hash32::of(&bytes);
-            batch.insert(projection::payload_key(&hash), bytes);
-        }
+        let mut pack_list = Vec::new();
         for (run, gr) in group.runs.iter_mut() {
             let Some(first) = gr.first_seq else { continue };
             batch.insert(
                 projection::log_key(run, first),
                 std::mem::take(&mut gr.segment),
             );
+            if !gr.pack.is_empty() {
+                let (pack, hashes) = std::mem::take(&mut gr.pack).finish();
+                batch.insert(packs::pack_key(run, first), pack);
+                pack_list.push((run.clone(), first, hashes));
+            }
             if gr.started {
                 batch.insert(projection::run_index_key(run), Vec::new());
             }
@@ -400,7 +450,23 @@ impl Writer {
                 bucket_writes.push((bucket::bucket_key(run, b), changes));
             }
         }
-        Ok((batch, bucket_writes))
+        Ok((batch, bucket_writes, pack_list))
+    }
+}
+
+/// Refuses a commit carrying a payload too large for a pack entry (4 GiB), before it
+/// applies.
+fn storable(payloads: &[(Hash32, Vec<u8>)]) -> Result<()> {
+    match payloads.iter().find(|(_, b)| b.len() >= u32::MAX as usize) {
+        Some((_, b)) => Err(violation(
+            Rule::WellFormed,
+            "PAYLOAD_TOO_LARGE",
+            format!(
+                "a payload of {} bytes (at most 4 GiB - 2 can be stored)",
+                b.len()
+            ),
+        )),
+        None => Ok(()),
     }
 }
 
@@ -415,6 +481,7 @@ impl Storer {
                 StoreCmd::Reset => self.poisoned = None,
             }
         }
+        self.index_everything();
     }
 
     fn write(&mut self, p: Prepared) {
@@ -422,9 +489,12 @@ impl Storer {
             Some(why) => Err(format!(
                 "an earlier commit group this one depends on was not stored ({why})"
             )),
-            None => self.store_group(p.batch, p.buckets, p.durable),
+            None => self.store_group(p.batch, p.buckets, &p.packs, &p.ended, p.durable),
         };
         if let Err(e) = &written {
+            // The pending index entries may name packs that were never stored: start
+            // again from what storage holds.
+            self.index.clear();
             if self.poisoned.is_none() {
                 self.poisoned = Some(e.clone());
                 self.failed.store(true, Ordering::Release);
@@ -433,10 +503,59 @@ impl Storer {
         answer(&self.store, p.replies, &written);
     }
 
+    /// Notes the group's packs in the payload index and adds the generations now due to
+    /// `batch`: a run's when it ended in this group or has [`payload_index::GENERATION`]
+    /// entries waiting (fewer when a test says so).
+    fn index_packs(
+        &mut self,
+        batch: &mut sled::Batch,
+        packs: &[(RunId, u64, Vec<Hash32>)],
+        ended: &[RunId],
+    ) -> Result<()> {
+        for (run, seq, hashes) in packs {
+            if !self.index.contains_key(run) {
+                let loaded = payload_index::Pending::load(&self.store, run)?;
+                self.index.insert(run.clone(), loaded);
+            }
+            if let Some(pending) = self.index.get_mut(run) {
+                pending.add(*seq, hashes);
+                let due = self.store.index_generation.load(Ordering::Relaxed);
+                if pending.len() >= due {
+                    pending.write_generation(run, batch);
+                }
+            }
+        }
+        for run in ended {
+            // Nothing more is appended to a finished run, and an interrupted one starts
+            // again from storage when it resumes.
+            if let Some(mut pending) = self.index.remove(run) {
+                pending.write_generation(run, batch);
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes every run's pending index entries: the writer is stopping.
+    fn index_everything(&mut self) {
+        if self.poisoned.is_some() || self.index.is_empty() {
+            return;
+        }
+        let mut batch = sled::Batch::default();
+        for (run, pending) in self.index.iter_mut() {
+            pending.write_generation(run, &mut batch);
+        }
+        self.index.clear();
+        // Best effort: whatever is not indexed now is indexed when the ledger is next
+        // opened.
+        let _ = self.store.db.apply_batch(batch);
+    }
+
     fn store_group(
-        &self,
+        &mut self,
         mut batch: sled::Batch,
         buckets: Vec<(Vec<u8>, Vec<bucket::Entry>)>,
+        packs: &[(RunId, u64, Vec<Hash32>)],
+        ended: &[RunId],
         durable: bool,
     ) -> Result<(), String> {
         #[cfg(test)]
@@ -445,6 +564,8 @@ impl Storer {
             std::thread::sleep(std::time::Duration::from_millis(50));
             return Err("injected storage failure".into());
         }
+        self.index_packs(&mut batch, packs, ended)
+            .map_err(|e| e.to_string())?;
         for (key, changes) in buckets {
             let old = self.store.get_raw(&key).map_err(|e| e.to_string())?;
             let merged = bucket::merge(old.as_deref(), &changes).map_err(|e| e.to_string())?;

@@ -361,9 +361,10 @@ struct Step {
 impl Step {
     fn events(events: Vec<Event>) -> Step {
         Step {
-            commit: Commit {
-                items: events.iter().cloned().map(Item::Event).collect(),
-                payloads: Vec::new(),
+            commit: {
+                let mut c = Commit::new();
+                c.items = events.iter().cloned().map(Item::Event).collect();
+                c
             },
             events,
             allocated: Vec::new(),
@@ -604,14 +605,11 @@ impl Sim {
                 ..Step::events(vec![event]).via(Via::OpenState)
             },
             1 => Step {
-                commit: Commit {
-                    items: vec![Item::OpenState {
-                        subject,
-                        node,
-                        input,
-                    }],
-                    payloads: Vec::new(),
-                },
+                commit: Commit::of(vec![Item::OpenState {
+                    subject,
+                    node,
+                    input,
+                }]),
                 events: vec![event],
                 allocated: vec![attempt],
                 via: Via::Submit(Durability::Buffered),
@@ -685,9 +683,10 @@ impl Sim {
             },
             // Ready-made events with the right index: accepted as well.
             1 => Step {
-                commit: Commit {
-                    items: events.iter().cloned().map(Item::Event).collect(),
-                    payloads: commit.payloads,
+                commit: {
+                    let mut c = commit;
+                    c.items = events.iter().cloned().map(Item::Event).collect();
+                    c
                 },
                 events,
                 allocated: Vec::new(),
@@ -713,9 +712,10 @@ impl Sim {
                     })
                     .collect();
                 Step {
-                    commit: Commit {
-                        items,
-                        payloads: commit.payloads,
+                    commit: {
+                        let mut c = commit;
+                        c.items = items;
+                        c
                     },
                     events,
                     allocated,
@@ -2443,10 +2443,7 @@ impl Sim {
                 return;
             }
             (Action::Events(events), _) => {
-                let commit = Commit {
-                    items: events.into_iter().map(Item::Event).collect(),
-                    payloads: Vec::new(),
-                };
+                let commit = Commit::of(events.into_iter().map(Item::Event).collect());
                 refused(
                     self.run
                         .submit(commit, Durability::Buffered)

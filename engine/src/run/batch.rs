@@ -199,7 +199,7 @@ impl Batches {
             )));
         };
         let rows: Vec<Row> = batch.members.iter().map(|t| t.row.clone()).collect();
-        let input = w.payloads().store_value(&Value::Array(
+        let input = w.store_value(&Value::Array(
             rows.iter().cloned().map(Value::Object).collect(),
         ))?;
         let state = StateId {
@@ -229,7 +229,7 @@ impl Batches {
             });
         match result {
             Ok(out) => {
-                let output = w.payloads().store_value(&Value::Array(
+                let output = w.store_value(&Value::Array(
                     out.iter().cloned().map(Value::Object).collect(),
                 ))?;
                 w.commit.push(Event::StateClosed {

@@ -440,8 +440,8 @@ fn read_chunks(
             match item {
                 Ok(rec) => {
                     let row = *rows + chunk.len() as u64;
-                    worker::ingest(plan, run.ledger(), &mut commit, row, &rec)?;
-                    details.record(run.ledger(), &mut commit, row, &rec)?;
+                    worker::ingest(plan, &mut commit, row, &rec)?;
+                    details.record(&mut commit, row, &rec)?;
                     chunk.push(rec);
                 }
                 Err(e) => {

@@ -200,7 +200,7 @@ impl<'a> Sequencer<'a> {
         // Gathered across rows and sent in groups: always after the commits of the rows
         // it follows (already sent), and always before the outcomes that depend on it
         // (`flush` sends it first); checked before those outcomes, like a worker's.
-        self.structural.items.extend(commit.items);
+        self.structural.append(commit);
         if self.structural.items.len() >= STRUCTURAL_EVENTS {
             self.send_structural()?;
         }
