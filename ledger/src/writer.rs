@@ -37,8 +37,20 @@ use std::thread::JoinHandle;
 
 /// Most commands folded into one commit group.
 const MAX_GROUP: usize = 4096;
-/// Projection records kept decoded in memory between groups; past this the cache is
-/// dropped, which bounds the writer's memory whatever the run's size.
+/// Roughly the most bytes (payloads and events) folded into one commit group. A group is
+/// held in memory several times over on its way to storage (commands, records, the sled
+/// batch, groups prepared ahead), so when the writer falls behind and its queue fills,
+/// this rather than [`MAX_GROUP`] bounds the memory it holds.
+const GROUP_BYTES: usize = 1 << 20;
+/// What an event is taken to weigh towards [`GROUP_BYTES`] (a pipeline's events encode to
+/// about 120 bytes as records).
+const EVENT_BYTES: usize = 128;
+/// Most records the change map kept for the next commit may have room for: a pipeline's
+/// commits change a handful.
+const SPARE_LIMIT: usize = 1024;
+/// Projection records kept decoded in memory between groups; past this, the records no
+/// event is expected to change again are dropped (or all, when live ones alone are too
+/// many), which bounds the writer's memory whatever the run's size.
 const CACHE_LIMIT: usize = 20_000;
 
 /// When a commit is durable.
@@ -277,9 +289,13 @@ impl Writer {
     fn run(mut self, rx: Receiver<Cmd>) {
         while let Ok(first) = rx.recv() {
             let mut cmds = vec![first];
-            while cmds.len() < MAX_GROUP {
+            let mut bytes = weight(&cmds[0]);
+            while cmds.len() < MAX_GROUP && bytes < GROUP_BYTES {
                 match rx.try_recv() {
-                    Ok(c) => cmds.push(c),
+                    Ok(c) => {
+                        bytes += weight(&c);
+                        cmds.push(c);
+                    }
                     Err(_) => break,
                 }
             }
@@ -343,11 +359,25 @@ impl Writer {
             }
         }
         self.send_group(group);
+        self.trim_cache();
+    }
+
+    /// Keeps the cache under [`CACHE_LIMIT`]: first by dropping the records that are done
+    /// with (terminal tokens, completed batches and calls, rows, full sink chunks), which a
+    /// pipeline's later events do not touch, else by dropping everything.
+    fn trim_cache(&mut self) {
         let cached: usize = self.cache.values().map(|c| c.len()).sum();
-        if cached > CACHE_LIMIT {
-            // Records leaving the cache must be readable from storage: wait until every
-            // group that changed them is stored.
-            self.sync();
+        if cached <= CACHE_LIMIT {
+            return;
+        }
+        // Records leaving the cache must be readable from storage: wait until every group
+        // that changed them is stored.
+        self.sync();
+        for c in self.cache.values_mut() {
+            c.retain(|_, v| still_changing(v));
+        }
+        let kept: usize = self.cache.values().map(|c| c.len()).sum();
+        if kept > CACHE_LIMIT * 3 / 4 {
             self.cache.clear();
         }
     }
@@ -451,6 +481,31 @@ impl Writer {
             }
         }
         Ok((batch, bucket_writes, pack_list))
+    }
+}
+
+/// What a command is taken to weigh towards [`GROUP_BYTES`].
+fn weight(cmd: &Cmd) -> usize {
+    match cmd {
+        Cmd::Commit {
+            items, payloads, ..
+        } => {
+            items.len() * EVENT_BYTES + payloads.iter().map(|(_, b)| b.len()).sum::<usize>()
+        }
+        Cmd::Flush { .. } | Cmd::ClearCache { .. } => 0,
+    }
+}
+
+/// Whether later events are likely to change a record: the cache keeps these when it
+/// must shrink.
+fn still_changing(v: &PVal) -> bool {
+    match v {
+        PVal::Run(_) | PVal::Node(_) => true,
+        PVal::Token(t) => t.terminal.is_none(),
+        PVal::Batch(b) => b.completion.is_none(),
+        PVal::Call(c) => c.completion.is_none(),
+        PVal::SinkChunk(tokens) => (tokens.len() as u64) < projection::SINK_CHUNK,
+        PVal::Edge | PVal::Row(_) | PVal::Member(_) | PVal::Artifact(_) => false,
     }
 }
 
@@ -620,6 +675,10 @@ fn apply_commit(
     let mut segment = Vec::new();
     let (receipt, started) = apply_items(&mut tx, run, items, &mut segment, None)?;
     *spare = tx.commit();
+    if spare.capacity() > SPARE_LIMIT {
+        // One large commit (a sequencer's outcomes) must not pin its table for good.
+        *spare = HashMap::new();
+    }
     gr.first_seq.get_or_insert(receipt.first_seq);
     gr.segment.extend_from_slice(&segment);
     gr.started |= started;
