@@ -25,6 +25,9 @@ use crate::ids::{Hash32, RunId};
 /// The first byte of a pack's key.
 pub const PACK: u8 = b'Q';
 
+/// Bytes before a live entry's payload bytes: its hash and its length.
+pub const ENTRY_HEADER_LEN: usize = 32 + 4;
+
 /// The length field of a purged entry.
 const PURGED_LEN: u32 = u32::MAX;
 
@@ -229,6 +232,11 @@ impl PackBuilder {
 
     pub fn is_empty(&self) -> bool {
         self.hashes.is_empty()
+    }
+
+    /// The bytes the pack's stored value has so far.
+    pub fn len(&self) -> usize {
+        self.bytes.len()
     }
 
     /// The pack's stored value and the hashes in it, in order.

@@ -52,6 +52,16 @@ const SPARE_LIMIT: usize = 1024;
 /// event is expected to change again are dropped (or all, when live ones alone are too
 /// many), which bounds the writer's memory whatever the run's size.
 const CACHE_LIMIT: usize = 20_000;
+/// Most bytes of one stored log segment or pack: a group's records and payloads are cut
+/// into values of about this size. sled 0.34 logs a tree node larger than a quarter of
+/// its 512 KiB segment as a blob file of its own, and its cache then counts that node by
+/// the few bytes of the pointer it logged, not by the node: leaves full of a group's
+/// whole segment or pack (up to a megabyte each) were never evicted, so a run's entire
+/// log and payloads stayed in memory and peak RSS grew with the run (about 1.3 KB a
+/// row). A leaf splits past 16 values, so values of at most 4 KiB keep every leaf well
+/// under the blob threshold, where the cache sees its real size. A single record or a
+/// single commit's payloads larger than this still go in one value.
+const CHUNK_BYTES: usize = 4096;
 
 /// When a commit is durable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -210,13 +220,17 @@ pub(crate) fn spawn(store: Arc<Store>) -> Result<(Sender<Cmd>, JoinHandle<()>)> 
 struct GroupRun {
     /// Keys of the records the group changed: only these are encoded and written.
     dirty: HashSet<PKey>,
-    segment: Vec<u8>,
+    /// The group's records, cut into segments of about [`CHUNK_BYTES`], each with the seq
+    /// of its first record.
+    segments: Vec<(u64, Vec<u8>)>,
     first_seq: Option<u64>,
     started: bool,
     /// The run finished or was interrupted in this group.
     ended: bool,
-    /// The payloads of the run's accepted commits.
-    pack: PackBuilder,
+    /// The payloads of the run's accepted commits, cut into packs of about
+    /// [`CHUNK_BYTES`] at commit boundaries, each keyed by the first seq of the first
+    /// commit whose payloads it holds.
+    packs: Vec<(u64, PackBuilder)>,
 }
 
 /// The commands of one commit group, applied and waiting to be written.
@@ -346,11 +360,8 @@ impl Writer {
                         }
                         Err(e) => Err(e),
                     };
-                    if result.is_ok() {
-                        for (hash, bytes) in &payloads {
-                            // Sizes were checked before the commit applied: cannot fail.
-                            let _ = gr.pack.add(*hash, bytes);
-                        }
+                    if let Ok(receipt) = &result {
+                        add_payloads(&mut gr.packs, receipt.first_seq, &payloads);
                         gr.ended |= ends;
                         group.durable |= durability == Durability::Flushed;
                     }
@@ -445,15 +456,18 @@ impl Writer {
         let mut bucket_writes = Vec::new();
         let mut pack_list = Vec::new();
         for (run, gr) in group.runs.iter_mut() {
-            let Some(first) = gr.first_seq else { continue };
-            batch.insert(
-                projection::log_key(run, first),
-                std::mem::take(&mut gr.segment),
-            );
-            if !gr.pack.is_empty() {
-                let (pack, hashes) = std::mem::take(&mut gr.pack).finish();
-                batch.insert(packs::pack_key(run, first), pack);
-                pack_list.push((run.clone(), first, hashes));
+            if gr.first_seq.is_none() {
+                continue;
+            }
+            for (first, segment) in std::mem::take(&mut gr.segments) {
+                batch.insert(projection::log_key(run, first), segment);
+            }
+            for (first, pack) in std::mem::take(&mut gr.packs) {
+                if !pack.is_empty() {
+                    let (pack, hashes) = pack.finish();
+                    batch.insert(packs::pack_key(run, first), pack);
+                    pack_list.push((run.clone(), first, hashes));
+                }
             }
             if gr.started {
                 batch.insert(projection::run_index_key(run), Vec::new());
@@ -484,14 +498,69 @@ impl Writer {
     }
 }
 
+/// Appends a commit's records (consecutive, as [`apply_items`] wrote them) to the group's
+/// segments, starting a new segment at the record that would take the last one past
+/// [`CHUNK_BYTES`]. Segment boundaries carry no meaning in the format (§3 of
+/// `docs/ledger-format.md`): only the seq of each one's first record.
+fn add_records(segments: &mut Vec<(u64, Vec<u8>)>, first_seq: u64, records: &[u8]) {
+    let mut rest = records;
+    let mut seq = first_seq;
+    while !rest.is_empty() {
+        // The writer framed these records itself a moment ago. Should one not frame, the
+        // rest stays whole in one segment (verification would report it), never lost.
+        let len = match codec::read_segment(rest).next() {
+            Some(Ok(r)) => {
+                seq = r.seq;
+                codec::RECORD_HEADER_LEN + r.event_bytes.len()
+            }
+            _ => rest.len(),
+        };
+        let (record, tail) = rest.split_at(len.min(rest.len()));
+        match segments.last_mut() {
+            Some((_, seg)) if seg.len() + record.len() <= CHUNK_BYTES => {
+                seg.extend_from_slice(record)
+            }
+            _ => segments.push((seq, record.to_vec())),
+        }
+        rest = tail;
+    }
+}
+
+/// Adds an accepted commit's payloads to the group's packs: to the last one while they
+/// fit within [`CHUNK_BYTES`], else to a new pack keyed by the commit's first seq (unique:
+/// every commit has at least one record). One commit's payloads are never split.
+fn add_payloads(
+    packs: &mut Vec<(u64, PackBuilder)>,
+    first_seq: u64,
+    payloads: &[(Hash32, Vec<u8>)],
+) {
+    if payloads.is_empty() {
+        return;
+    }
+    let adding: usize = payloads
+        .iter()
+        .map(|(_, b)| packs::ENTRY_HEADER_LEN + b.len())
+        .sum();
+    if packs
+        .last()
+        .is_none_or(|(_, p)| !p.is_empty() && p.len() + adding > CHUNK_BYTES)
+    {
+        packs.push((first_seq, PackBuilder::default()));
+    }
+    if let Some((_, pack)) = packs.last_mut() {
+        for (hash, bytes) in payloads {
+            // Sizes were checked before the commit applied: cannot fail.
+            let _ = pack.add(*hash, bytes);
+        }
+    }
+}
+
 /// What a command is taken to weigh towards [`GROUP_BYTES`].
 fn weight(cmd: &Cmd) -> usize {
     match cmd {
         Cmd::Commit {
             items, payloads, ..
-        } => {
-            items.len() * EVENT_BYTES + payloads.iter().map(|(_, b)| b.len()).sum::<usize>()
-        }
+        } => items.len() * EVENT_BYTES + payloads.iter().map(|(_, b)| b.len()).sum::<usize>(),
         Cmd::Flush { .. } | Cmd::ClearCache { .. } => 0,
     }
 }
@@ -680,7 +749,7 @@ fn apply_commit(
         *spare = HashMap::new();
     }
     gr.first_seq.get_or_insert(receipt.first_seq);
-    gr.segment.extend_from_slice(&segment);
+    add_records(&mut gr.segments, receipt.first_seq, &segment);
     gr.started |= started;
     Ok(receipt)
 }

@@ -323,3 +323,72 @@ proptest! {
         );
     }
 }
+
+/// A group's records and payloads are cut into values of at most 4 KiB (a larger value
+/// only for one record or one commit's payloads on its own), so that sled keeps its tree
+/// nodes inline and its cache counts them: with one value per group a run's whole log
+/// and payloads stayed in memory. Cutting loses nothing: the segments are contiguous,
+/// every payload is found by its hash, and the run verifies.
+#[test]
+fn a_large_group_is_stored_as_small_segments_and_packs() {
+    const CHUNK: usize = 4096;
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(dir.path()).unwrap();
+    let run = started(&ledger, "r");
+    // One commit of 300 rows (1,200 events, 600 payloads), then many small commits sent
+    // without waiting, which the writer folds into groups.
+    let mut hashes = rows(&run, 0, 300, 300);
+    hashes.extend(rows(&run, 300, 300, 1));
+    finish(&run);
+
+    let mut log_prefix = vec![b'L'];
+    log_prefix.extend_from_slice(run.id().as_str().as_bytes());
+    log_prefix.push(0);
+    let segments: Vec<(Vec<u8>, sled::IVec)> = ledger
+        .raw_db()
+        .scan_prefix(&log_prefix)
+        .map(|kv| {
+            let (k, v) = kv.unwrap();
+            (k.to_vec(), v)
+        })
+        .collect();
+    assert!(segments.len() > 20, "{} segments", segments.len());
+    let mut next_seq = 0u64;
+    for (key, segment) in &segments {
+        let first = u64::from_be_bytes(key[log_prefix.len()..].try_into().unwrap());
+        assert_eq!(first, next_seq, "segments are contiguous");
+        // Records: u32le event length, then a 78-byte header in all.
+        let mut at = 0;
+        let mut records = 0;
+        while at < segment.len() {
+            let len = u32::from_le_bytes(segment[at..at + 4].try_into().unwrap()) as usize;
+            at += 78 + len;
+            records += 1;
+        }
+        assert_eq!(at, segment.len());
+        assert!(
+            segment.len() <= CHUNK || records == 1,
+            "a segment of {} bytes holds {records} records",
+            segment.len()
+        );
+        next_seq += records;
+    }
+
+    let pack_values: Vec<sled::IVec> = ledger
+        .raw_db()
+        .scan_prefix(packs::pack_prefix(run.id()))
+        .map(|kv| kv.unwrap().1)
+        .collect();
+    assert!(pack_values.len() > 10, "{} packs", pack_values.len());
+    // Every pack but the one holding the single large commit's payloads is small.
+    let large = pack_values.iter().filter(|p| p.len() > CHUNK).count();
+    assert!(large <= 1, "{large} packs over {CHUNK} bytes");
+
+    for h in &hashes {
+        let bytes = ledger.run_payload(run.id(), h).unwrap().expect("stored");
+        assert_eq!(Hash32::of(&bytes), *h);
+    }
+    let report = verify(&ledger, &run);
+    assert!(report.ok(), "{:?}", report.failure);
+    assert!(report.payloads_checked >= hashes.len() as u64);
+}
