@@ -54,7 +54,10 @@ impl Fault {
 pub enum Answering {
     /// The last user message, verbatim: every row's answer is its own prompt.
     Echo,
-    /// `positive`, `negative` or `neutral`, from a small word list.
+    /// `positive`, `negative` or `neutral`, from a small word list. A request that asks
+    /// for a JSON schema (`response_format.json_schema`, multi-query `structured` mode) is
+    /// answered with an object filling each of the schema's properties from that verdict
+    /// ([`structured_answer`]).
     Sentiment,
 }
 
@@ -66,7 +69,48 @@ pub fn answer(prompt: &str, how: Answering) -> String {
     }
 }
 
+/// A JSON object for `schema` (a JSON schema of an object), each property filled from
+/// the sentiment of `prompt`: an enum takes the verdict if it lists it (else its first
+/// value), a string the verdict, an integer the sentiment score (words counted as good
+/// minus bad), a number that score as a float, a boolean whether the verdict is
+/// `positive`. Deterministic, so examples have fixed output.
+pub fn structured_answer(prompt: &str, schema: &serde_json::Value) -> serde_json::Value {
+    let verdict = sentiment(prompt);
+    let score = sentiment_score(prompt);
+    let mut out = serde_json::Map::new();
+    if let Some(props) = schema.get("properties").and_then(|p| p.as_object()) {
+        for (name, spec) in props {
+            let value = match (
+                spec.get("enum").and_then(|e| e.as_array()),
+                spec.get("type").and_then(|t| t.as_str()),
+            ) {
+                (Some(values), _) => values
+                    .iter()
+                    .find(|v| v.as_str() == Some(verdict))
+                    .or(values.first())
+                    .cloned()
+                    .unwrap_or(serde_json::Value::Null),
+                (None, Some("integer")) => serde_json::json!(score),
+                (None, Some("number")) => serde_json::json!(f64::from(score)),
+                (None, Some("boolean")) => serde_json::json!(verdict == "positive"),
+                _ => serde_json::json!(verdict),
+            };
+            out.insert(name.clone(), value);
+        }
+    }
+    serde_json::Value::Object(out)
+}
+
 fn sentiment(text: &str) -> &'static str {
+    match sentiment_score(text) {
+        s if s > 0 => "positive",
+        s if s < 0 => "negative",
+        _ => "neutral",
+    }
+}
+
+/// Words from the good list minus words from the bad list.
+fn sentiment_score(text: &str) -> i32 {
     const GOOD: &[&str] = &[
         "good",
         "great",
@@ -107,11 +151,7 @@ fn sentiment(text: &str) -> &'static str {
             score -= 1;
         }
     }
-    match score {
-        s if s > 0 => "positive",
-        s if s < 0 => "negative",
-        _ => "neutral",
-    }
+    score
 }
 
 struct Shared {
@@ -475,7 +515,11 @@ fn completion(req: &Incoming, s: &Shared, finish: &str) -> Vec<u8> {
         .filter_map(|m| m.get("content").and_then(|c| c.as_str()))
         .map(words)
         .sum();
-    let text = answer(prompt, s.answering);
+    let schema = request.pointer("/response_format/json_schema/schema");
+    let text = match (s.answering, schema) {
+        (Answering::Sentiment, Some(schema)) => structured_answer(prompt, schema).to_string(),
+        (how, _) => answer(prompt, how),
+    };
     let completion_tokens = words(&text);
     let model = request
         .get("model")

@@ -83,6 +83,57 @@ impl Scratch {
     }
 }
 
+/// Runs `cmd` and returns its exit code and standard output read as JSON (`Null` when the
+/// output is not JSON, as for a usage error that only prints to stderr).
+pub fn json_output(cmd: &mut Command) -> (Option<i32>, serde_json::Value) {
+    let out = cmd.output().expect("run attest");
+    let value = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+    (out.status.code(), value)
+}
+
+/// Runs `cmd`, which must succeed, and returns its standard output read as JSON; on
+/// failure the panic shows what the command printed.
+pub fn json_success(cmd: &mut Command) -> serde_json::Value {
+    let out = cmd.output().expect("run attest");
+    assert!(
+        out.status.success(),
+        "attest exited {:?}\n{}{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+/// The ledger the examples write to (`ledger: {path: out/ledger}`).
+pub const LEDGER: &str = "out/ledger";
+
+impl Scratch {
+    /// `attest run PIPELINE --json`, which must succeed: the run's summary.
+    pub fn run_json(&self, pipeline: &str) -> serde_json::Value {
+        json_success(self.attest().args(["run", pipeline, "--json"]))
+    }
+
+    /// `attest replay --ledger out/ledger --json ARGS...`: the exit code and the report.
+    pub fn replay_json(&self, args: &[&str]) -> (Option<i32>, serde_json::Value) {
+        json_output(
+            self.attest()
+                .args(["replay", "--ledger", LEDGER, "--json"])
+                .args(args),
+        )
+    }
+
+    /// `attest lineage --ledger out/ledger --format json ARGS...`, which must succeed.
+    pub fn lineage_json(&self, args: &[&str]) -> serde_json::Value {
+        json_success(
+            self.attest()
+                .args(["lineage", "--ledger", LEDGER, "--format", "json"])
+                .args(args),
+        )
+    }
+}
+
 impl Default for Scratch {
     fn default() -> Self {
         Scratch::new()

@@ -17,7 +17,17 @@ use std::process::ExitCode;
 /// attest: an auditable data-pipeline engine. Every decision a pipeline makes is recorded
 /// in a hash-chained ledger that can be verified (`replay`) and queried (`lineage`).
 #[derive(Parser)]
-#[command(name = "attest", version, about, long_about = None, propagate_version = true)]
+#[command(
+    name = "attest",
+    version,
+    about,
+    long_about = None,
+    propagate_version = true,
+    after_help = "Exit codes: 0 success (quarantined rows are a success); 1 the run failed; \
+                  2 bad usage, configuration or input; 3 interrupted, resumable; \
+                  4 an audit-integrity violation (tampering, a replay divergence).\n\
+                  Start with `attest validate PIPELINE.yaml`, then `attest run PIPELINE.yaml`."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -311,12 +311,23 @@ fn state_text(o: &mut String, s: &StateLineage) {
     if let Some(e) = &s.error {
         let _ = writeln!(o, "    error: {e}");
     }
+    if let Some(p) = &s.pool {
+        let _ = writeln!(
+            o,
+            "    pool: {} capacity retries, peak delay {} us, throttled {} us",
+            p.capacity_retries, p.peak_delay_us, p.throttled_us
+        );
+    }
     for c in &s.calls {
         let _ = writeln!(
             o,
-            "    call {} {}: {}{} request {} response {}",
+            "    call {} {}{}: {}{} request {} response {}",
             c.index,
             c.kind,
+            c.served
+                .as_deref()
+                .map(|t| format!(" for {t}"))
+                .unwrap_or_default(),
             c.status,
             c.http_status.map(|s| format!(" {s}")).unwrap_or_default(),
             short(&c.request_hash),
@@ -325,6 +336,13 @@ fn state_text(o: &mut String, s: &StateLineage) {
         if let Some(e) = &c.error {
             let _ = writeln!(o, "      error: {e}");
         }
+    }
+    if s.other_calls > 0 {
+        let _ = writeln!(
+            o,
+            "    ({} more call(s) of this state served other members)",
+            s.other_calls
+        );
     }
 }
 
@@ -381,6 +399,8 @@ mod tests {
                 request: None,
                 response: None,
             }],
+            other_calls: 0,
+            pool: None,
         };
         let token =
             |id: &str, origin: &str, parents: Vec<String>, outcome: &str, sink: Option<&str>| {

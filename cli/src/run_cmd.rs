@@ -144,32 +144,49 @@ fn report(s: &RunSummary, ledger: &Path, heads_log: Option<&Path>, json: bool) {
         return;
     }
     println!("run {} {}", s.run_id, s.status.name());
-    println!("  rows in      {}", s.rows);
+    // Values line up in one column however long a sink's name is.
+    let width = s
+        .sinks
+        .iter()
+        .map(|(name, _)| name.chars().count() + 3)
+        .max()
+        .unwrap_or(0)
+        .max(12);
+    let line = |label: &str, value: &dyn std::fmt::Display| {
+        println!("  {label:<width$} {value}");
+    };
+    line("rows in", &s.rows);
     for (name, n) in &s.sinks {
-        println!("  -> {name:<9} {n}");
+        line(&format!("-> {name}"), n);
     }
-    println!("  quarantined  {}", s.quarantined);
-    println!("  failed       {}", s.failed);
+    line("quarantined", &s.quarantined);
+    line("failed", &s.failed);
     if s.discarded > 0 {
-        println!("  discarded    {}", s.discarded);
+        line("discarded", &s.discarded);
     }
-    println!("  elapsed      {secs:.2}s ({rate:.0} rows/s)");
-    println!("  ledger       {} ({} events)", ledger.display(), s.events);
-    println!("  head         {}:{}", s.events, s.head);
+    line("elapsed", &format!("{secs:.2}s ({rate:.0} rows/s)"));
+    line(
+        "ledger",
+        &format!("{} ({} events)", ledger.display(), s.events),
+    );
+    line("head", &format!("{}:{}", s.events, s.head));
     if let Some(p) = heads_log {
-        println!(
-            "  heads log    {} (keep a copy outside the ledger)",
-            p.display()
+        line(
+            "heads log",
+            &format!("{} (keep a copy outside the ledger)", p.display()),
         );
     }
     if s.unanswered.rows > 0 {
-        println!(
-            "  unanswered   {} (rows failed: an external service gave no usable answer)",
-            s.unanswered.rows
+        line(
+            "unanswered",
+            &format!(
+                "{} (rows failed: an external service gave no usable answer)",
+                s.unanswered.rows
+            ),
         );
     }
     if let Some(e) = s.error.as_ref().or(s.unanswered.first.as_ref()) {
-        println!("  error        {e}");
+        line("error", e);
     }
     match s.status {
         RunStatus::Interrupted => println!("interrupted: resume with `attest resume {}`", s.run_id),

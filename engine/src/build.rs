@@ -27,7 +27,7 @@ pub const PLUGINS: &[(&str, &[&str])] = &[
             "truncate",
             "keyword_filter",
             "json_explode",
-            "llm (openrouter | openai | azure; single query)",
+            "llm (openrouter | openai | azure; single query or multi-query)",
             "http",
         ],
     ),
@@ -35,7 +35,10 @@ pub const PLUGINS: &[(&str, &[&str])] = &[
         "gate",
         &["condition (expression language), with fork routes"],
     ),
-    ("aggregation", &["batch_stats", "batch_replicate"]),
+    (
+        "aggregation",
+        &["batch_stats", "batch_replicate", "llm_batch"],
+    ),
     ("coalesce", &["require_all | first | quorum | best_effort"]),
     ("sink", &["csv", "json"]),
 ];
@@ -161,15 +164,15 @@ fn check_supported(config: &PipelineConfig) -> Vec<String> {
         }
     }
     for a in &config.aggregations {
-        if let AggregationOptions::LlmBatch(_) = a.options {
-            errors.push(err_at(
-                config,
-                a.loc,
-                format!(
-                    "aggregation `{}`: plugin `llm_batch` is not supported by this build yet",
-                    a.name.value
-                ),
-            ));
+        // As for the calling transforms: templates and pool options are checked at load.
+        if let AggregationOptions::LlmBatch(o) = &a.options {
+            if let Err(e) = transforms::LlmBatch::new(o) {
+                errors.push(err_at(
+                    config,
+                    a.loc,
+                    format!("aggregation `{}`: plugin `llm_batch`: {e}", a.name.value),
+                ));
+            }
         }
     }
     for g in &config.gates {
@@ -404,12 +407,10 @@ pub fn plan(config: &PipelineConfig) -> Result<Plan, String> {
                         max_copies: o.max_copies,
                         include_copy_index: o.include_copy_index,
                     }),
-                    AggregationOptions::LlmBatch(_) => {
-                        return Err(format!(
-                        "aggregation `{}`: plugin `llm_batch` is not supported by this build yet",
-                        node.name
-                    ))
-                    }
+                    AggregationOptions::LlmBatch(o) => Box::new(
+                        transforms::LlmBatch::new(o)
+                            .map_err(|e| format!("aggregation `{}`: {e}", node.name))?,
+                    ),
                 };
                 let condition = match &a.trigger.condition {
                     Some(c) => {

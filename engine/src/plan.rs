@@ -6,7 +6,7 @@
 pub use crate::calls::CallContext;
 use crate::calls::Redactor;
 use crate::value::{Row, Value};
-use attest_ledger::{Hash32, NodeId, NodeKind};
+use attest_ledger::{Hash32, NodeId, NodeKind, TokenId};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -93,6 +93,27 @@ pub trait Expand: Send + Sync {
 pub trait BatchTransform: Send + Sync {
     /// The batch's output rows. In passthrough mode the engine requires one per input row.
     fn process_batch(&self, rows: &[Row]) -> Result<Vec<Row>, TransformError>;
+
+    /// `Some` for a plugin that makes external calls (`llm_batch`). The executor then
+    /// commits the batch's events so far (its state must be in the ledger before a call
+    /// is allocated on it) and runs [`BatchTransform::process_batch_calling`] instead.
+    fn calls(&self) -> Option<&CallSpec> {
+        None
+    }
+
+    /// [`BatchTransform::process_batch`] for a plugin that makes calls: `members` are the
+    /// batch's tokens in member order (one per row), and `ctx` is bound to the batch's
+    /// one state. Every call is recorded under that state and names the member it served
+    /// (seed 003: no per-row state is invented).
+    fn process_batch_calling(
+        &self,
+        rows: &[Row],
+        members: &[TokenId],
+        ctx: CallContext,
+    ) -> Result<Vec<Row>, TransformError> {
+        let _ = (members, ctx);
+        self.process_batch(rows)
+    }
 }
 
 /// A boolean expression over a row (an aggregation's trigger condition).

@@ -402,13 +402,14 @@ fn a_bad_template_is_refused_at_load() {
     );
 }
 
-/// Multi-query mode waits for the pooled executor: refused at load with its place.
+/// What multi-query and `llm_batch` cannot run is refused at load, with its place: a
+/// query template that does not compile, and multi-query inside `llm_batch`.
 #[test]
-fn multi_query_is_refused_at_load() {
+fn bad_multi_query_and_llm_batch_options_are_refused_at_load() {
     let p = Pipeline::numbered(1);
     let yaml = p.llm_yaml(
         "http://127.0.0.1:9/v1",
-        ", queries: {q1: {input_fields: {t: text}}}",
+        ", queries: {q1: {input_fields: {t: text}, template: '{{ t '}}",
         1,
     );
     let path = p.path("pipeline.yaml");
@@ -418,8 +419,33 @@ fn multi_query_is_refused_at_load() {
         Ok(_) => panic!("loaded"),
     };
     assert!(
-        errors.iter().any(|e| e.contains("transform `ask`")
-            && e.contains("multi-query mode (`queries`) is not supported")),
+        errors
+            .iter()
+            .any(|e| e.contains("pipeline.yaml:9:3: transform `ask`")
+                && e.contains("query `q1`: template: syntax error")),
+        "{errors:?}"
+    );
+
+    let d = p.dir.path().display();
+    let batch = format!(
+        "source:\n  plugin: csv\n  on_success: rows\n  options:\n    path: {d}/input.csv\n    \
+         schema: {{mode: observed}}\n    on_validation_failure: discard\n\
+         aggregations:\n- name: ask\n  plugin: llm_batch\n  input: rows\n  on_success: output\n  \
+         on_error: discard\n  trigger: {{count: 2}}\n  output_mode: passthrough\n  \
+         options: {{provider: openai, base_url: 'http://127.0.0.1:9/v1', model: m, api_key: k, \
+         template: 'x', queries: {{q1: {{input_fields: {{t: text}}}}}}, schema: {{mode: observed}}}}\n\
+         sinks:\n  output: {{plugin: csv, options: {{path: {d}/out.csv, schema: {{mode: observed}}}}}}\n"
+    );
+    std::fs::write(&path, batch).unwrap();
+    let errors = match attest_engine::build::load(&path, &|_| Some("k".into())) {
+        Err(e) => e,
+        Ok(_) => panic!("loaded"),
+    };
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("aggregation `ask`: plugin `llm_batch`")
+                && e.contains("`queries` (multi-query) is not supported by `llm_batch`")),
         "{errors:?}"
     );
 }

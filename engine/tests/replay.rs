@@ -132,12 +132,12 @@ fn every_example_re_executes_without_divergence() {
         .collect();
     names.sort();
     assert!(names.len() >= 10, "{names:?}");
-    // The LLM example's run talks to a local server; its re-execution sends nothing.
+    // The LLM examples' runs talk to a local server; their re-execution sends nothing.
     let server = FakeLlm::bind("127.0.0.1:0", Answering::Sentiment).unwrap();
     for name in names {
         let dir = tempfile::tempdir().unwrap();
-        let (ledger, run) = if name == "llm-sentiment" {
-            let pipeline = llm_pipeline(dir.path(), &server, "", "");
+        let (ledger, run) = if name.starts_with("llm-") {
+            let pipeline = served_example(&name, dir.path(), &server);
             let ledger = Ledger::open(dir.path().join("ledger")).unwrap();
             let run = run_pipeline(&pipeline, &ledger);
             (ledger, run)
@@ -381,6 +381,16 @@ fn purged_rows_are_named_and_nothing_is_re_executed() {
     assert!(report.payloads_purged > 0);
 }
 
+/// LLM example `name` against a local server.
+fn served_example(name: &str, dir: &Path, server: &FakeLlm) -> PathBuf {
+    let path = prepare(name, dir);
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("${LLM_BASE_URL:-http://127.0.0.1:8787/v1}", &server.url());
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
 /// The llm-sentiment example against a local server, with `from` replaced by `to`.
 fn llm_pipeline(dir: &Path, server: &FakeLlm, from: &str, to: &str) -> PathBuf {
     let path = prepare("llm-sentiment", dir);
@@ -454,8 +464,9 @@ fn a_changed_prompt_is_call_request_changed_at_the_recorded_call() {
 #[test]
 fn a_call_the_record_does_not_have_is_call_missing() {
     let server = FakeLlm::bind("127.0.0.1:0", Answering::Sentiment).unwrap();
-    // One request answered 503 (retryable); with one attempt its row fails.
-    server.fail_next(1, Fault::Status(503));
+    // One request answered 500 (retryable, not a capacity error: the example's pool would
+    // retry a 503 itself); with one attempt its row fails.
+    server.fail_next(1, Fault::Status(500));
     let dir = tempfile::tempdir().unwrap();
     let pipeline = llm_pipeline(
         dir.path(),

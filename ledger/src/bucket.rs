@@ -32,7 +32,7 @@ pub fn bucket_of(key: PKeyRef<'_>) -> Option<u64> {
     let row = match key {
         PKeyRef::Row(r) => r,
         PKeyRef::Token(t) => token_row(t)?,
-        PKeyRef::Call(s, _) => match &s.subject {
+        PKeyRef::Call(s, _) | PKeyRef::Pool(s) => match &s.subject {
             Subject::Token(t) => token_row(t)?,
             Subject::Batch(_) => return None,
         },

@@ -323,6 +323,27 @@ mod tests {
         assert_eq!(decode::<Event>(&bytes).unwrap(), ev);
     }
 
+    /// The test vector of `Event::PoolStats` (`docs/ledger-format.md`, Appendix A): its
+    /// first byte, `17`, is the variant index 23, after `RowDetail` (22). A variant merged
+    /// in ahead of it would renumber this byte, the Appendix A entry and the §7.3 row.
+    #[test]
+    fn pool_stats_test_vector() {
+        let event = Event::PoolStats {
+            state: crate::ids::StateId {
+                subject: crate::ids::Subject::Token(crate::ids::TokenId::new("t0").unwrap()),
+                node: crate::ids::NodeId::new("map").unwrap(),
+                attempt: 2,
+            },
+            capacity_retries: 3,
+            peak_delay_us: 400_000,
+            throttled_us: 1000,
+        };
+        let bytes = encode(&event).unwrap();
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex, "1700027430036d61700203fc801a0600fbe803");
+        assert_eq!(decode::<Event>(&bytes).unwrap(), event);
+    }
+
     #[test]
     fn decode_rejects_trailing_bytes_and_hostile_lengths() {
         let mut bytes = encode(&sample()).unwrap();

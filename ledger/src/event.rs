@@ -244,6 +244,16 @@ pub enum Event {
         row: u64,
         detail: Hash32,
     },
+    /// What a pooled executor's AIMD throttle did for the calls of one state (recorded
+    /// once, before the state closes, for every state a pool served): the capacity errors
+    /// it retried, the highest dispatch delay in force for them, and the time they waited
+    /// for the throttle (spacing and back-off, summed over calls), in microseconds.
+    PoolStats {
+        state: StateId,
+        capacity_retries: u64,
+        peak_delay_us: u64,
+        throttled_us: u64,
+    },
 }
 
 impl Event {
@@ -273,6 +283,7 @@ impl Event {
             Event::RunResumed { .. } => "run_resumed",
             Event::RunFinished { .. } => "run_finished",
             Event::RowDetail { .. } => "row_detail",
+            Event::PoolStats { .. } => "pool_stats",
         }
     }
 }

@@ -86,6 +86,26 @@ pub struct StateLineage {
     pub opened_seq: u64,
     pub closed_seq: Option<u64>,
     pub calls: Vec<CallLineage>,
+    /// A batch state's calls made for member tokens outside this lineage: counted, not
+    /// listed, so that a member row's lineage shows its own call. Left out of JSON when 0.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub other_calls: u32,
+    /// What the pooled executor's throttle did for this state's calls, if a pool served
+    /// it. Left out of JSON when none did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pool: Option<PoolLineage>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct PoolLineage {
+    pub capacity_retries: u64,
+    pub peak_delay_us: u64,
+    pub throttled_us: u64,
+    pub seq: u64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -299,7 +319,7 @@ impl Ledger {
         }
         let mut batch_out = Vec::new();
         for b in batches {
-            if let Some(bl) = self.batch_lineage(run, &b)? {
+            if let Some(bl) = self.batch_lineage(run, &b, &fam)? {
                 batch_out.push(bl);
             }
         }
@@ -359,7 +379,7 @@ impl Ledger {
         let subject = Subject::Token(id.clone());
         let mut states = Vec::with_capacity(rec.states.len());
         for s in &rec.states {
-            states.push(self.state_lineage(run, &subject, s)?);
+            states.push(self.state_lineage(run, &subject, s, None)?);
         }
         Ok(TokenLineage {
             token: id.to_string(),
@@ -388,7 +408,15 @@ impl Ledger {
         })
     }
 
-    fn state_lineage(&self, run: &RunId, subject: &Subject, s: &StateRec) -> Result<StateLineage> {
+    /// A state and its calls. `shown`: for a batch state, the tokens whose calls to list
+    /// (those of the lineage); calls made for other members are only counted.
+    fn state_lineage(
+        &self,
+        run: &RunId,
+        subject: &Subject,
+        s: &StateRec,
+        shown: Option<&Family>,
+    ) -> Result<StateLineage> {
         let id = StateId {
             subject: subject.clone(),
             node: s.node.clone(),
@@ -400,15 +428,35 @@ impl Ledger {
             StateStatus::Failed { error, .. } => ("failed", Some(error.clone()), None),
         };
         let mut calls = Vec::with_capacity(s.calls as usize);
+        let mut other_calls = 0;
         for i in 0..s.calls {
             let call = self.proj(run, PKey::Call(id.clone(), i), |v| match v {
                 PVal::Call(c) => Some(c),
                 _ => None,
             })?;
             if let Some(c) = call {
-                calls.push(self.call_lineage(run, i, c)?);
+                let elsewhere = match (&c.served, shown) {
+                    (Some(t), Some(fam)) => !fam.contains(t),
+                    _ => false,
+                };
+                if elsewhere {
+                    other_calls += 1;
+                } else {
+                    calls.push(self.call_lineage(run, i, c)?);
+                }
             }
         }
+        let pool = self
+            .proj(run, PKey::Pool(id.clone()), |v| match v {
+                PVal::Pool(p) => Some(p),
+                _ => None,
+            })?
+            .map(|p| PoolLineage {
+                capacity_retries: p.capacity_retries,
+                peak_delay_us: p.peak_delay_us,
+                throttled_us: p.throttled_us,
+                seq: p.seq,
+            });
         Ok(StateLineage {
             state: id.to_string(),
             node: s.node.to_string(),
@@ -426,6 +474,8 @@ impl Ledger {
             opened_seq: s.opened_seq,
             closed_seq: s.closed_seq,
             calls,
+            other_calls,
+            pool,
         })
     }
 
@@ -467,7 +517,12 @@ impl Ledger {
         })
     }
 
-    fn batch_lineage(&self, run: &RunId, id: &BatchId) -> Result<Option<BatchLineage>> {
+    fn batch_lineage(
+        &self,
+        run: &RunId,
+        id: &BatchId,
+        fam: &Family,
+    ) -> Result<Option<BatchLineage>> {
         let Some(b) = self.proj(run, PKey::Batch(id.clone()), |v| match v {
             PVal::Batch(b) => Some(b),
             _ => None,
@@ -487,7 +542,7 @@ impl Ledger {
         let subject = Subject::Batch(id.clone());
         let mut states = Vec::new();
         for s in &b.states {
-            states.push(self.state_lineage(run, &subject, s)?);
+            states.push(self.state_lineage(run, &subject, s, Some(fam))?);
         }
         let (status, trigger, state) = match &b.completion {
             None => ("open", None, None),

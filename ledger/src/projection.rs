@@ -201,6 +201,15 @@ pub struct CallRec {
     pub completion: Option<CallCompletion>,
 }
 
+/// A state's pool statistics ([`crate::Event::PoolStats`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolRec {
+    pub capacity_retries: u64,
+    pub peak_delay_us: u64,
+    pub throttled_us: u64,
+    pub seq: u64,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ArtifactRec {
     pub path: String,
@@ -223,6 +232,8 @@ pub enum PKey {
     Call(StateId, u32),
     SinkChunk(NodeId, u64),
     Artifact(NodeId, u64),
+    /// The pool statistics of a state.
+    Pool(StateId),
 }
 
 /// A projection key that borrows its ids. Lookups use it, so that finding a record
@@ -240,6 +251,7 @@ pub enum PKeyRef<'a> {
     Call(&'a StateId, u32),
     SinkChunk(&'a NodeId, u64),
     Artifact(&'a NodeId, u64),
+    Pool(&'a StateId),
 }
 
 impl PKey {
@@ -255,6 +267,7 @@ impl PKey {
             PKey::Call(s, i) => PKeyRef::Call(s, *i),
             PKey::SinkChunk(s, c) => PKeyRef::SinkChunk(s, *c),
             PKey::Artifact(s, i) => PKeyRef::Artifact(s, *i),
+            PKey::Pool(s) => PKeyRef::Pool(s),
         }
     }
 }
@@ -279,6 +292,7 @@ impl PKeyRef<'_> {
             PKeyRef::Call(s, i) => PKey::Call(s.clone(), i),
             PKeyRef::SinkChunk(s, c) => PKey::SinkChunk(s.clone(), c),
             PKeyRef::Artifact(s, i) => PKey::Artifact(s.clone(), i),
+            PKeyRef::Pool(s) => PKey::Pool(s.clone()),
         }
     }
 }
@@ -302,6 +316,7 @@ pub enum PVal {
     Call(CallRec),
     SinkChunk(Vec<TokenId>),
     Artifact(ArtifactRec),
+    Pool(PoolRec),
 }
 
 /// Key prefix bytes. One letter per family, so one run's projections share a prefix.
@@ -372,18 +387,7 @@ impl PKeyRef<'_> {
             }
             PKeyRef::Call(s, i) => {
                 k.push(b'C');
-                match &s.subject {
-                    Subject::Token(t) => {
-                        k.push(b't');
-                        push_id(k, t.as_str());
-                    }
-                    Subject::Batch(b) => {
-                        k.push(b'b');
-                        push_id(k, b.as_str());
-                    }
-                }
-                push_id(k, s.node.as_str());
-                k.extend_from_slice(&s.attempt.to_be_bytes());
+                encode_state(k, s);
                 k.extend_from_slice(&i.to_be_bytes());
             }
             PKeyRef::SinkChunk(s, c) => {
@@ -396,8 +400,28 @@ impl PKeyRef<'_> {
                 push_id(k, s.as_str());
                 k.extend_from_slice(&i.to_be_bytes());
             }
+            PKeyRef::Pool(s) => {
+                k.push(b'Q');
+                encode_state(k, s);
+            }
         }
     }
+}
+
+/// A state id inside a key: `t` ‖ `token\0` or `b` ‖ `batch\0`, then `node\0 ‖ u32be(attempt)`.
+fn encode_state(k: &mut Vec<u8>, s: &StateId) {
+    match &s.subject {
+        Subject::Token(t) => {
+            k.push(b't');
+            push_id(k, t.as_str());
+        }
+        Subject::Batch(b) => {
+            k.push(b'b');
+            push_id(k, b.as_str());
+        }
+    }
+    push_id(k, s.node.as_str());
+    k.extend_from_slice(&s.attempt.to_be_bytes());
 }
 
 /// Key of the log segment of `run` whose first record is `first_seq`.

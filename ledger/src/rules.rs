@@ -161,6 +161,7 @@ typed_get!(get_call, get_call_mut, Call, CallRec, key: (&StateId, u32) => PKeyRe
 typed_get!(get_member, get_member_mut, Member, TokenId, key: (&BatchId, u32) => PKeyRef::Member(key.0, key.1));
 typed_get!(get_chunk, get_chunk_mut, SinkChunk, Vec<TokenId>, key: (&NodeId, u64) => PKeyRef::SinkChunk(key.0, key.1));
 typed_get!(run_ref, run_mut, Run, RunRec, _unit: () => PKeyRef::Run);
+typed_get!(get_pool, get_pool_mut, Pool, PoolRec, state: &StateId => PKeyRef::Pool(state));
 
 /// The run record, if the run has started.
 pub fn get_run(p: &mut dyn Proj) -> Result<Option<RunRec>> {
@@ -1047,6 +1048,38 @@ fn apply_to_running(p: &mut dyn Proj, rr: &mut RunCounters, seq: u64, event: &Ev
             }
             crate::event::FinalStatus::Failed => rr.status = RunStatus::Failed,
         },
+        Event::PoolStats {
+            state,
+            capacity_retries,
+            peak_delay_us,
+            throttled_us,
+        } => {
+            // The state exists and is still open: the figures describe its calls, which
+            // all happen while it is open, and nothing is added to a closed state.
+            let states = owner_states(p, &state.subject)?;
+            need_open(
+                &states[state_index(states, state)?],
+                state,
+                Rule::StateLifecycle,
+                "POOL_STATS_ON_CLOSED_STATE",
+            )?;
+            if get_pool(p, state)?.is_some() {
+                return Err(violation(
+                    Rule::WellFormed,
+                    "POOL_STATS_TWICE",
+                    format!("state {state} already has its pool statistics"),
+                ));
+            }
+            p.put(
+                PKey::Pool(state.clone()),
+                PVal::Pool(PoolRec {
+                    capacity_retries: *capacity_retries,
+                    peak_delay_us: *peak_delay_us,
+                    throttled_us: *throttled_us,
+                    seq,
+                }),
+            );
+        }
     }
     Ok(())
 }

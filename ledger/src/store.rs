@@ -25,6 +25,59 @@ pub const WRITE_CACHE: u64 = 16 * 1024 * 1024;
 /// The name of the lock file inside a ledger directory.
 pub const LOCK_FILE: &str = "attest.lock";
 
+/// A failure of the storage underneath the ledger, as a user reads it.
+pub(crate) trait StorageCause {
+    fn describe(&self) -> String;
+}
+
+impl StorageCause for sled::Error {
+    /// sled passes an OS error on in its `Debug` form: when it copies an error to hand it
+    /// to several waiters (sled 0.34 `result.rs`), the copy's text is the original's
+    /// `Os { code: 28, kind: StorageFull, .. }`. The OS's own words ("No space left on
+    /// device (os error 28)") are what a user can act on, so they are recovered from the
+    /// code.
+    fn describe(&self) -> String {
+        match self {
+            sled::Error::Io(e) if e.raw_os_error().is_some() => e.to_string(),
+            sled::Error::Io(e) => {
+                let text = e.to_string();
+                match os_code_in_debug(&text) {
+                    Some(code) => std::io::Error::from_raw_os_error(code).to_string(),
+                    None => text,
+                }
+            }
+            other => other.to_string(),
+        }
+    }
+}
+
+/// The `code` of an `std::io::Error`'s `Debug` text (`Os { code: 28, kind: .. }`).
+fn os_code_in_debug(text: &str) -> Option<i32> {
+    let rest = text.strip_prefix("Os { code: ")?;
+    let end = rest.find(|c: char| !c.is_ascii_digit())?;
+    rest[..end].parse().ok()
+}
+
+impl StorageCause for std::io::Error {
+    fn describe(&self) -> String {
+        self.to_string()
+    }
+}
+
+/// A cause already put into words (the writer's storing stage passes its failure on as
+/// text to every command of the group).
+impl StorageCause for String {
+    fn describe(&self) -> String {
+        self.clone()
+    }
+}
+
+impl<T: StorageCause + ?Sized> StorageCause for &T {
+    fn describe(&self) -> String {
+        (**self).describe()
+    }
+}
+
 /// An open sled database plus the exclusive lock that makes this process its only writer.
 pub struct Store {
     pub(crate) db: sled::Db,
@@ -38,9 +91,9 @@ pub struct Store {
 
 impl Store {
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Store> {
-        let storage = |e: &dyn std::fmt::Display| LedgerError::Storage {
+        let storage = |e: &dyn StorageCause| LedgerError::Storage {
             path: dir.display().to_string(),
-            message: e.to_string(),
+            message: e.describe(),
         };
         std::fs::create_dir_all(dir).map_err(|e| storage(&e))?;
         let lock_path = dir.join(LOCK_FILE);
@@ -89,7 +142,7 @@ impl Store {
             .open()
             .map_err(|e| LedgerError::Storage {
                 path: path.display().to_string(),
-                message: e.to_string(),
+                message: e.describe(),
             })?;
         Ok(Store {
             db,
@@ -99,10 +152,10 @@ impl Store {
         })
     }
 
-    pub(crate) fn storage_err(&self, e: impl std::fmt::Display) -> LedgerError {
+    pub(crate) fn storage_err(&self, e: impl StorageCause) -> LedgerError {
         LedgerError::Storage {
             path: self.path.display().to_string(),
-            message: e.to_string(),
+            message: e.describe(),
         }
     }
 
@@ -208,5 +261,29 @@ impl Store {
             out.push(RunId::new(id)?);
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StorageCause;
+
+    #[test]
+    fn an_os_error_copied_by_sled_reads_as_the_os_says_it() {
+        let original = std::io::Error::from_raw_os_error(28);
+        let copied = std::io::Error::new(original.kind(), format!("{original:?}"));
+        assert_eq!(
+            sled::Error::Io(copied).describe(),
+            original.to_string(),
+            "the Debug form is turned back into the OS's words"
+        );
+        assert_eq!(
+            sled::Error::Io(std::io::Error::other("not an OS error")).describe(),
+            "not an OS error"
+        );
+        assert_eq!(
+            sled::Error::Io(std::io::Error::from_raw_os_error(13)).describe(),
+            std::io::Error::from_raw_os_error(13).to_string()
+        );
     }
 }

@@ -27,7 +27,7 @@ use crate::packs::{self, PackBuilder};
 use crate::payload_index;
 use crate::projection::{self, PKey, PKeyRef, PVal, StateRec};
 use crate::rules::{self, Proj, TxProj};
-use crate::store::Store;
+use crate::store::{StorageCause, Store};
 use crossbeam_channel::{bounded, Receiver, Sender};
 use hashbrown::{HashMap, HashSet};
 use std::collections::BTreeMap;
@@ -574,7 +574,7 @@ fn still_changing(v: &PVal) -> bool {
         PVal::Batch(b) => b.completion.is_none(),
         PVal::Call(c) => c.completion.is_none(),
         PVal::SinkChunk(tokens) => (tokens.len() as u64) < projection::SINK_CHUNK,
-        PVal::Edge | PVal::Row(_) | PVal::Member(_) | PVal::Artifact(_) => false,
+        PVal::Edge | PVal::Row(_) | PVal::Member(_) | PVal::Artifact(_) | PVal::Pool(_) => false,
     }
 }
 
@@ -695,12 +695,9 @@ impl Storer {
             let merged = bucket::merge(old.as_deref(), &changes).map_err(|e| e.to_string())?;
             batch.insert(key, merged);
         }
-        self.store
-            .db
-            .apply_batch(batch)
-            .map_err(|e| e.to_string())?;
+        self.store.db.apply_batch(batch).map_err(|e| e.describe())?;
         if durable {
-            self.store.db.flush().map_err(|e| e.to_string())?;
+            self.store.db.flush().map_err(|e| e.describe())?;
         }
         Ok(())
     }

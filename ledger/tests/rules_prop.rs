@@ -77,6 +77,8 @@ struct St {
     calls: u32,
     pending: Vec<u32>,
     completed: Vec<u32>,
+    /// Its pool statistics are recorded.
+    pool: bool,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -311,6 +313,7 @@ impl Model {
             Event::RunInterrupted { .. } => self.interrupted = true,
             Event::RunResumed { .. } => self.interrupted = false,
             Event::RunFinished { .. } => self.ended = true,
+            Event::PoolStats { state, .. } => self.states.get_mut(state).unwrap().pool = true,
             Event::RunStarted { .. }
             | Event::NodeRegistered { .. }
             | Event::EdgeRegistered { .. }
@@ -779,6 +782,23 @@ impl Sim {
         })
     }
 
+    /// Records the pool statistics of an open state that has none yet.
+    fn pool_stats(&self, a: u32, b: u32) -> Option<Step> {
+        let states: Vec<StateId> = self
+            .m
+            .open_states()
+            .into_iter()
+            .filter(|s| !self.m.states[s].pool)
+            .collect();
+        let state = pick(&states, a)?;
+        Some(Step::events(vec![Event::PoolStats {
+            state,
+            capacity_retries: u64::from(b % 5),
+            peak_delay_us: u64::from(b),
+            throttled_us: u64::from(b / 3),
+        }]))
+    }
+
     fn close_state(&self, a: u32, b: u32) -> Option<Step> {
         let state = pick(&self.m.open_states(), a)?;
         let result = if b.is_multiple_of(3) {
@@ -1041,7 +1061,8 @@ impl Sim {
     /// that would make it apply next time is taken instead, down to ingesting a row.
     fn op(&mut self, kind: u8, a: u32, b: u32) {
         let step = match kind % 24 {
-            0..=2 => None,
+            0 | 1 => None,
+            2 => self.pool_stats(a, b),
             3 => Some(self.ingest_invalid(a)),
             4 | 5 => self.open_token_state(a, b),
             6..=8 => self.allocate(a, b).or_else(|| self.open_token_state(a, b)),
@@ -1202,6 +1223,11 @@ impl Sim {
                 .expect("state stored");
             assert_eq!(rec.calls, s.calls, "state {id}");
             assert_eq!(rec.status == StateStatus::Open, s.open, "state {id}");
+            let pool = proj(&self.ledger, run, &PKey::Pool(id.clone()));
+            assert!(
+                matches!(&pool, Some(PVal::Pool(_))) == s.pool && (s.pool || pool.is_none()),
+                "state {id}: {pool:?}"
+            );
             for i in 0..s.calls {
                 match proj(&self.ledger, run, &PKey::Call(id.clone(), i)) {
                     Some(PVal::Call(c)) => {
@@ -1211,6 +1237,15 @@ impl Sim {
                 }
             }
         }
+    }
+}
+
+fn pool_stats(state: StateId, a: u32) -> Event {
+    Event::PoolStats {
+        state,
+        capacity_retries: u64::from(a % 4),
+        peak_delay_us: u64::from(a),
+        throttled_us: u64::from(a) * 2,
     }
 }
 
@@ -1289,6 +1324,9 @@ enum Bad {
     SecondRunStarted,
     DuplicateToken,
     DetailOfMissingRow,
+    PoolStatsOnClosedState,
+    PoolStatsTwice,
+    PoolStatsOnGhostState,
 }
 
 const ALL_BAD: &[Bad] = &[
@@ -1327,6 +1365,9 @@ const ALL_BAD: &[Bad] = &[
     Bad::SecondRunStarted,
     Bad::DuplicateToken,
     Bad::DetailOfMissingRow,
+    Bad::PoolStatsOnClosedState,
+    Bad::PoolStatsTwice,
+    Bad::PoolStatsOnGhostState,
 ];
 
 /// How the bad event is sent.
@@ -2385,6 +2426,51 @@ impl Sim {
                     },
                 };
                 refuse(WellFormed, "DUPLICATE_TOKEN", vec![event])
+            }
+            Bad::PoolStatsOnClosedState => {
+                let state = self.ensure_closed_state(a);
+                refuse(
+                    StateLifecycle,
+                    "POOL_STATS_ON_CLOSED_STATE",
+                    vec![pool_stats(state, a)],
+                )
+            }
+            Bad::PoolStatsTwice => {
+                let state = if a.is_multiple_of(2) {
+                    self.ensure_open_batch_state(a)
+                } else {
+                    self.ensure_open_token_state(a, a % 2)
+                };
+                // Twice in one commit, or once more after the first was stored.
+                let events = if !self.m.states[&state].pool && v.is_multiple_of(2) {
+                    vec![pool_stats(state.clone(), a), pool_stats(state, a + 1)]
+                } else {
+                    if !self.m.states[&state].pool {
+                        self.exec(Step::events(vec![pool_stats(state.clone(), a)]));
+                    }
+                    vec![pool_stats(state, a + 1)]
+                };
+                refuse(WellFormed, "POOL_STATS_TWICE", events)
+            }
+            Bad::PoolStatsOnGhostState => {
+                // A real token's attempt never opened, or a token that never existed.
+                if a.is_multiple_of(2) {
+                    let subject = Subject::Token(self.ensure_token(a));
+                    let attempt = self.m.next_attempt(&subject, &n("llm")) + a % 3;
+                    let state = StateId {
+                        subject,
+                        node: n("llm"),
+                        attempt,
+                    };
+                    refuse(References, "DANGLING_STATE", vec![pool_stats(state, a)])
+                } else {
+                    let state = StateId {
+                        subject: Subject::Token(self.ghost_token()),
+                        node: n("llm"),
+                        attempt: 1,
+                    };
+                    refuse(References, "DANGLING_TOKEN", vec![pool_stats(state, a)])
+                }
             }
         }
     }

@@ -116,3 +116,32 @@ fn invalid_utf8_mid_file_fails_the_run_naming_the_line_and_keeps_earlier_rows() 
         String::from_utf8_lossy(&replay.stdout)
     );
 }
+
+#[test]
+fn help_names_every_command_and_the_exit_codes() {
+    let s = Scratch::new();
+    let out = s.attest().arg("--help").output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&out.stdout);
+    for command in [
+        "run", "validate", "runs", "replay", "lineage", "head", "export", "purge", "plugins",
+    ] {
+        assert!(
+            help.lines()
+                .any(|l| l.trim_start().starts_with(&format!("{command} "))),
+            "`attest --help` lists no `{command}`: {help}"
+        );
+    }
+    for code in [
+        "0 success",
+        "1 the run failed",
+        "2 bad usage",
+        "3 interrupted",
+        "4 an audit-integrity violation",
+    ] {
+        assert!(
+            help.contains(code),
+            "`attest --help` lacks exit code {code:?}: {help}"
+        );
+    }
+}

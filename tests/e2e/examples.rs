@@ -4,39 +4,16 @@
 use attest_tests::Scratch;
 use serde_json::Value;
 
-fn run_json(s: &Scratch, pipeline: &str) -> Value {
-    let out = s
-        .attest()
-        .args(["run", pipeline, "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 fn replay_ok(s: &Scratch, run: &str) -> Value {
-    let out = s
-        .attest()
-        .args(["replay", "--ledger", "out/ledger", "--run", run, "--json"])
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    let (code, report) = s.replay_json(&["--run", run]);
+    assert_eq!(code, Some(0), "{report}");
+    report
 }
 
 #[test]
 fn threshold_gate_routes_rows_and_records_everything() {
     let s = Scratch::new();
-    let summary = run_json(&s, "examples/threshold-gate/pipeline.yaml");
+    let summary = s.run_json("examples/threshold-gate/pipeline.yaml");
     assert_eq!(summary["status"], "completed");
     assert_eq!(summary["rows"], 6);
     assert_eq!(summary["sinks"]["output"], 4);
@@ -127,7 +104,7 @@ fn threshold_gate_routes_rows_and_records_everything() {
 #[test]
 fn quarantine_example_keeps_going_and_records_each_validation_error() {
     let s = Scratch::new();
-    let summary = run_json(&s, "examples/quarantine/pipeline.yaml");
+    let summary = s.run_json("examples/quarantine/pipeline.yaml");
     assert_eq!(summary["status"], "completed");
     assert_eq!(summary["rows"], 7);
     assert_eq!(summary["quarantined"], 5);
@@ -177,7 +154,7 @@ fn quarantine_example_keeps_going_and_records_each_validation_error() {
 #[test]
 fn multi_transform_example_renames_truncates_filters_and_routes() {
     let s = Scratch::new();
-    let summary = run_json(&s, "examples/multi-transform/pipeline.yaml");
+    let summary = s.run_json("examples/multi-transform/pipeline.yaml");
     assert_eq!(summary["status"], "completed");
     assert_eq!(summary["sinks"]["accepted"], 3);
     assert_eq!(summary["sinks"]["rejected"], 1);
@@ -200,7 +177,7 @@ fn multi_transform_example_renames_truncates_filters_and_routes() {
 #[test]
 fn replay_checks_a_head_kept_outside_the_ledger() {
     let s = Scratch::new();
-    let summary = run_json(&s, "examples/threshold-gate/pipeline.yaml");
+    let summary = s.run_json("examples/threshold-gate/pipeline.yaml");
     let head = summary["head"].as_str().unwrap().to_string();
     let ok = s
         .attest()
@@ -248,7 +225,7 @@ fn replay_checks_a_head_kept_outside_the_ledger() {
 #[test]
 fn lineage_draws_dot_and_mermaid_graphs_of_a_real_run() {
     let s = Scratch::new();
-    run_json(&s, "examples/threshold-gate/pipeline.yaml");
+    s.run_json("examples/threshold-gate/pipeline.yaml");
     for (format, start, must) in [
         (
             "dot",

@@ -8,21 +8,7 @@ use serde_json::Value;
 const EXAMPLES: [&str; 3] = ["threshold-gate", "quarantine", "multi-transform"];
 
 fn run(s: &Scratch, example: &str) -> Value {
-    let out = s
-        .attest()
-        .args([
-            "run",
-            &format!("examples/{example}/pipeline.yaml"),
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    s.run_json(&format!("examples/{example}/pipeline.yaml"))
 }
 
 fn export(s: &Scratch, run: &str, file: &str, format: &str) {

@@ -7,18 +7,7 @@ use attest_tests::Scratch;
 use serde_json::Value;
 
 fn run_json(s: &Scratch, pipeline: &str) -> Value {
-    let out = s
-        .attest()
-        .args(["run", pipeline, "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let summary = s.run_json(pipeline);
     assert_eq!(summary["status"], "completed", "{summary}");
     summary
 }
@@ -27,18 +16,8 @@ fn run_json(s: &Scratch, pipeline: &str) -> Value {
 /// (the rules refuse a second one) and no open state.
 fn audited(s: &Scratch, summary: &Value) {
     let run = summary["run_id"].as_str().unwrap();
-    let out = s
-        .attest()
-        .args(["replay", "--ledger", "out/ledger", "--run", run, "--json"])
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (code, report) = s.replay_json(&["--run", run]);
+    assert_eq!(code, Some(0), "{report}");
     assert_eq!(report["ok"], true);
     let ledger = Ledger::open_for_reading(s.path().join("out/ledger")).unwrap();
     let rec = ledger
@@ -50,25 +29,7 @@ fn audited(s: &Scratch, summary: &Value) {
 }
 
 fn lineage(s: &Scratch, output: &str) -> Value {
-    let out = s
-        .attest()
-        .args([
-            "lineage",
-            "--ledger",
-            "out/ledger",
-            "--output",
-            output,
-            "--format",
-            "json",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    s.lineage_json(&["--output", output])
 }
 
 fn token<'a>(l: &'a Value, id: &str) -> &'a Value {

@@ -6,35 +6,11 @@
 use attest_ledger::codec;
 use attest_ledger::projection;
 use attest_ledger::{Ledger, RunId};
-use attest_tests::Scratch;
+use attest_tests::{Scratch, LEDGER};
 use serde_json::Value;
 
-const LEDGER: &str = "out/ledger";
-
 fn run(s: &Scratch) -> Value {
-    let out = s
-        .attest()
-        .args(["run", "examples/threshold-gate/pipeline.yaml", "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-/// `attest replay --ledger out/ledger ARGS --json`: (exit code, report).
-fn replay(s: &Scratch, args: &[&str]) -> (Option<i32>, Value) {
-    let out = s
-        .attest()
-        .args(["replay", "--ledger", LEDGER, "--json"])
-        .args(args)
-        .output()
-        .unwrap();
-    let report = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    (out.status.code(), report)
+    s.run_json("examples/threshold-gate/pipeline.yaml")
 }
 
 fn code(report: &Value) -> &str {
@@ -163,57 +139,46 @@ fn a_signed_head_verifies_and_a_bad_signature_is_an_integrity_failure() {
         );
     }
     sign(&s, "ops.key", "head.json");
-    let (rc, report) = replay(
-        &s,
-        &["--expect-head", "head.json", "--verify-key", "ops.key.pub"],
-    );
+    let (rc, report) =
+        s.replay_json(&["--expect-head", "head.json", "--verify-key", "ops.key.pub"]);
     assert_eq!((rc, code(&report)), (Some(0), "none"), "{report}");
 
-    let (rc, report) = replay(
-        &s,
-        &[
-            "--expect-head",
-            "head.json",
-            "--verify-key",
-            "other.key.pub",
-        ],
-    );
+    let (rc, report) = s.replay_json(&[
+        "--expect-head",
+        "head.json",
+        "--verify-key",
+        "other.key.pub",
+    ]);
     assert_eq!((rc, code(&report)), (Some(4), "HEAD_SIGNATURE_INVALID"));
 
     // The count edited to match a truncated ledger: the signature no longer stands.
     let mut edited: Value = serde_json::from_str(&s.read("head.json")).unwrap();
     edited["count"] = (edited["count"].as_u64().unwrap() - 1).into();
     s.write("edited.json", &edited.to_string());
-    let (rc, report) = replay(
-        &s,
-        &[
-            "--expect-head",
-            "edited.json",
-            "--verify-key",
-            "ops.key.pub",
-        ],
-    );
+    let (rc, report) = s.replay_json(&[
+        "--expect-head",
+        "edited.json",
+        "--verify-key",
+        "ops.key.pub",
+    ]);
     assert_eq!((rc, code(&report)), (Some(4), "HEAD_SIGNATURE_INVALID"));
 
     // Stripping the signature does not help either.
     let mut stripped = edited.clone();
     stripped.as_object_mut().unwrap().remove("signature");
     s.write("stripped.json", &stripped.to_string());
-    let (rc, report) = replay(
-        &s,
-        &[
-            "--expect-head",
-            "stripped.json",
-            "--verify-key",
-            "ops.key.pub",
-        ],
-    );
+    let (rc, report) = s.replay_json(&[
+        "--expect-head",
+        "stripped.json",
+        "--verify-key",
+        "ops.key.pub",
+    ]);
     assert_eq!((rc, code(&report)), (Some(4), "HEAD_SIGNATURE_INVALID"));
 
     // A signed file without a key to check it is a usage error, as is a key without a file.
-    let (rc, _) = replay(&s, &["--expect-head", "head.json"]);
+    let (rc, _) = s.replay_json(&["--expect-head", "head.json"]);
     assert_eq!(rc, Some(2));
-    let (rc, _) = replay(&s, &["--verify-key", "ops.key.pub"]);
+    let (rc, _) = s.replay_json(&["--verify-key", "ops.key.pub"]);
     assert_eq!(rc, Some(2));
     // Keys are never overwritten.
     let out = s
@@ -233,7 +198,7 @@ fn a_rewritten_ledger_fails_every_kind_of_outside_head() {
     let hash = head.split_once(':').unwrap().1.to_string();
     keygen(&s, "ops.key");
     sign(&s, "ops.key", "head.json");
-    let (rc, _) = replay(&s, &["--expect-head", &hash]);
+    let (rc, _) = s.replay_json(&["--expect-head", &hash]);
     assert_eq!(rc, Some(0), "a bare hash of the intact ledger is found");
 
     rewrite_last_record(&s, run_id);
@@ -242,7 +207,7 @@ fn a_rewritten_ledger_fails_every_kind_of_outside_head() {
         vec!["--expect-head", hash.as_str()],
         vec!["--expect-head", "head.json", "--verify-key", "ops.key.pub"],
     ] {
-        let (rc, report) = replay(&s, &args);
+        let (rc, report) = s.replay_json(&args);
         assert_eq!(
             (rc, code(&report)),
             (Some(4), "HEAD_MISMATCH"),
@@ -271,7 +236,7 @@ fn a_truncated_ledger_fails_every_kind_of_outside_head() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let (rc, report) = replay(&s, &["--expect-head", "plain.json"]);
+    let (rc, report) = s.replay_json(&["--expect-head", "plain.json"]);
     assert_eq!(rc, Some(0), "{report}");
     truncate(&s, run_id);
     for args in [
@@ -279,7 +244,7 @@ fn a_truncated_ledger_fails_every_kind_of_outside_head() {
         vec!["--expect-head", "head.json", "--verify-key", "ops.key.pub"],
         vec!["--expect-head", "plain.json"],
     ] {
-        let (rc, report) = replay(&s, &args);
+        let (rc, report) = s.replay_json(&args);
         assert_eq!(
             (rc, code(&report)),
             (Some(4), "HEAD_MISMATCH"),
@@ -287,7 +252,7 @@ fn a_truncated_ledger_fails_every_kind_of_outside_head() {
         );
     }
     // A bare hash the truncated chain no longer holds.
-    let (rc, report) = replay(&s, &["--expect-head", &hash]);
+    let (rc, report) = s.replay_json(&["--expect-head", &hash]);
     assert_eq!((rc, code(&report)), (Some(4), "HEAD_MISMATCH"), "{report}");
     // Signing refuses a ledger that does not verify.
     let out = s
@@ -334,7 +299,7 @@ fn purge_is_recorded_and_an_unrecorded_deletion_is_tampering() {
     assert!(purge["removed"].as_u64().unwrap() > 0);
     assert_eq!(purge["records"], serde_json::json!([0]));
     let first_id = first["run_id"].as_str().unwrap();
-    let (rc, report) = replay(&s, &["--run", first_id]);
+    let (rc, report) = s.replay_json(&["--run", first_id]);
     assert_eq!(rc, Some(0), "{report}");
     assert_eq!(report["payloads_purged"], purge["payloads"]);
 
@@ -368,14 +333,14 @@ fn purge_is_recorded_and_an_unrecorded_deletion_is_tampering() {
         );
         ledger.flush().unwrap();
     }
-    let (rc, report) = replay(&s, &["--run", second_id]);
+    let (rc, report) = s.replay_json(&["--run", second_id]);
     assert_eq!(
         (rc, code(&report)),
         (Some(4), "PAYLOAD_MISSING"),
         "{report}"
     );
     // The first run's purged payloads still verify as purged.
-    let (rc, _) = replay(&s, &["--run", first_id]);
+    let (rc, _) = s.replay_json(&["--run", first_id]);
     assert_eq!(rc, Some(0));
 }
 
@@ -407,7 +372,7 @@ fn a_purge_log_rewritten_from_scratch_fails_its_outside_head() {
     let purged = purge("0");
     let purge_head = purged["purge_head"].as_str().unwrap().to_string();
     let run_id = summary["run_id"].as_str().unwrap();
-    let (rc, report) = replay(&s, &["--run", run_id, "--expect-purge-head", &purge_head]);
+    let (rc, report) = s.replay_json(&["--run", run_id, "--expect-purge-head", &purge_head]);
     assert_eq!(rc, Some(0), "{report}");
 
     // Someone rewrites the purge log from scratch with a consistent chain that names one
@@ -436,14 +401,14 @@ fn a_purge_log_rewritten_from_scratch_fails_its_outside_head() {
             "the forged chain is consistent"
         );
     }
-    let (rc, report) = replay(&s, &["--run", run_id]);
+    let (rc, report) = s.replay_json(&["--run", run_id]);
     assert_eq!(
         rc,
         Some(0),
         "without the outside head the rewrite passes: {report}"
     );
-    let (rc, report) = replay(&s, &["--run", run_id, "--expect-purge-head", &purge_head]);
+    let (rc, report) = s.replay_json(&["--run", run_id, "--expect-purge-head", &purge_head]);
     assert_eq!((rc, code(&report)), (Some(4), "HEAD_MISMATCH"), "{report}");
-    let (rc, _) = replay(&s, &["--run", run_id, "--expect-purge-head", "nonsense"]);
+    let (rc, _) = s.replay_json(&["--run", run_id, "--expect-purge-head", "nonsense"]);
     assert_eq!(rc, Some(2));
 }

@@ -5,43 +5,9 @@
 //! report has its documented keys.
 
 use attest_ledger::{Event, Ledger, RunId};
-use attest_tests::Scratch;
+use attest_tests::{Scratch, LEDGER};
 use serde_json::Value;
 use std::collections::BTreeSet;
-
-const LEDGER: &str = "out/ledger";
-
-fn run_json(s: &Scratch, pipeline: &str) -> Value {
-    let out = s
-        .attest()
-        .args(["run", pipeline, "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-/// `attest replay --ledger out/ledger ARGS --json`: (exit code, report).
-fn replay(s: &Scratch, args: &[&str]) -> (Option<i32>, Value) {
-    let out = s
-        .attest()
-        .args(["replay", "--ledger", LEDGER, "--json"])
-        .args(args)
-        .output()
-        .unwrap();
-    let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "not JSON ({e}): {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (out.status.code(), report)
-}
 
 /// The recorded events of a run, read after the commands are done with the ledger.
 fn events(s: &Scratch, run: &str) -> Vec<(u64, Event)> {
@@ -129,11 +95,11 @@ fn every_example_replays_and_re_executes_without_divergence() {
 #[test]
 fn a_changed_mapping_is_output_diverged_at_the_mapper_and_token() {
     let s = Scratch::new();
-    let summary = run_json(&s, "examples/threshold-gate/pipeline.yaml");
+    let summary = s.run_json("examples/threshold-gate/pipeline.yaml");
     let run = summary["run_id"].as_str().unwrap();
     let normal = s.read("out/threshold-gate/normal.csv");
     changed(&s, "{mapping: {name: customer}", "{mapping: {name: client}");
-    let (code, report) = replay(&s, &["--pipeline", "changed.yaml"]);
+    let (code, report) = s.replay_json(&["--pipeline", "changed.yaml"]);
     assert_eq!(code, Some(4), "{report}");
     assert_eq!(report["ok"], false);
     let f = &report["failure"];
@@ -160,10 +126,10 @@ fn a_changed_mapping_is_output_diverged_at_the_mapper_and_token() {
 #[test]
 fn a_changed_threshold_is_route_diverged_at_the_gate_and_token() {
     let s = Scratch::new();
-    let summary = run_json(&s, "examples/threshold-gate/pipeline.yaml");
+    let summary = s.run_json("examples/threshold-gate/pipeline.yaml");
     let run = summary["run_id"].as_str().unwrap();
     changed(&s, "row['amount'] > 1000", "row['amount'] > 200");
-    let (code, report) = replay(&s, &["--pipeline", "changed.yaml"]);
+    let (code, report) = s.replay_json(&["--pipeline", "changed.yaml"]);
     assert_eq!(code, Some(4), "{report}");
     let f = &report["failure"];
     let seq = events(&s, run)
@@ -199,8 +165,8 @@ fn a_changed_threshold_is_route_diverged_at_the_gate_and_token() {
 #[test]
 fn the_unchanged_pipeline_file_re_executes_without_divergence() {
     let s = Scratch::new();
-    run_json(&s, "examples/threshold-gate/pipeline.yaml");
-    let (code, report) = replay(&s, &["--pipeline", "examples/threshold-gate/pipeline.yaml"]);
+    s.run_json("examples/threshold-gate/pipeline.yaml");
+    let (code, report) = s.replay_json(&["--pipeline", "examples/threshold-gate/pipeline.yaml"]);
     assert_eq!(code, Some(0), "{report}");
     assert_eq!(report["reexecution"]["divergences"], 0);
 }
@@ -208,7 +174,7 @@ fn the_unchanged_pipeline_file_re_executes_without_divergence() {
 #[test]
 fn a_pipeline_of_another_shape_or_with_verify_only_is_refused_with_exit_2() {
     let s = Scratch::new();
-    run_json(&s, "examples/threshold-gate/pipeline.yaml");
+    s.run_json("examples/threshold-gate/pipeline.yaml");
     changed(&s, "- name: rename", "- name: renamed");
     let out = s
         .attest()
@@ -245,7 +211,7 @@ fn a_pipeline_of_another_shape_or_with_verify_only_is_refused_with_exit_2() {
 #[test]
 fn purged_rows_are_named_as_not_re_executed_and_verification_still_reports() {
     let s = Scratch::new();
-    let summary = run_json(&s, "examples/threshold-gate/pipeline.yaml");
+    let summary = s.run_json("examples/threshold-gate/pipeline.yaml");
     let run = summary["run_id"].as_str().unwrap();
     let out = s
         .attest()
@@ -260,7 +226,7 @@ fn purged_rows_are_named_as_not_re_executed_and_verification_still_reports() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0));
-    let (code, report) = replay(&s, &[]);
+    let (code, report) = s.replay_json(&[]);
     // Verification passed (the purge is recorded): exit 0, with what could not be
     // re-executed named.
     assert_eq!(code, Some(0), "{report}");
@@ -303,7 +269,7 @@ fn purged_rows_are_named_as_not_re_executed_and_verification_still_reports() {
 #[test]
 fn the_json_report_has_its_documented_keys() {
     let s = Scratch::new();
-    run_json(&s, "examples/threshold-gate/pipeline.yaml");
+    s.run_json("examples/threshold-gate/pipeline.yaml");
     let top = BTreeSet::from([
         "run",
         "events",
@@ -333,7 +299,7 @@ fn the_json_report_has_its_documented_keys() {
         "code", "seq", "node", "token", "expected", "found", "message",
     ]);
 
-    let (_, ok) = replay(&s, &[]);
+    let (_, ok) = s.replay_json(&[]);
     assert_eq!(keys(&ok), top);
     assert_eq!(keys(&ok["reexecution"]), reexecution);
     assert_eq!(keys(&ok["head"]), BTreeSet::from(["count", "hash", "head"]));
@@ -341,19 +307,19 @@ fn the_json_report_has_its_documented_keys() {
     assert!(ok["reexecution"]["elapsed_ms"].is_u64());
 
     changed(&s, "row['amount'] > 1000", "row['amount'] > 200");
-    let (_, diverged) = replay(&s, &["--pipeline", "changed.yaml"]);
+    let (_, diverged) = s.replay_json(&["--pipeline", "changed.yaml"]);
     assert_eq!(keys(&diverged), top);
     assert_eq!(keys(&diverged["failure"]), failure);
     assert_eq!(keys(&diverged["reexecution"]["divergence"]), failure);
 
-    let (_, verify_only) = replay(&s, &["--verify-only"]);
+    let (_, verify_only) = s.replay_json(&["--verify-only"]);
     assert_eq!(keys(&verify_only), top);
     assert_eq!(verify_only["reexecution"], Value::Null);
     assert_eq!(verify_only["ok"], true);
 
     // A verification failure has the same failure keys (node and token null).
     let wrong_head = format!("1:{}", "0".repeat(64));
-    let (_, tampered) = replay(&s, &["--expect-head", &wrong_head]);
+    let (_, tampered) = s.replay_json(&["--expect-head", &wrong_head]);
     assert_eq!(tampered["ok"], false, "{tampered}");
     assert_eq!(keys(&tampered["failure"]), failure);
     assert_eq!(tampered["failure"]["node"], Value::Null);

@@ -7,7 +7,7 @@
 //! writes to the ledger: recording stays with the client and its [`super::Journal`].
 
 use super::record::{CallFailure, Prepared, Response};
-use attest_ledger::{Hash32, LedgerError, StateId};
+use attest_ledger::{Hash32, LedgerError, StateId, TokenId};
 
 /// Which call is being answered.
 #[derive(Clone, Copy, Debug)]
@@ -70,4 +70,19 @@ impl BackendError {
 pub trait CallBackend: Send + Sync {
     /// Answers the call `key` whose request is `request` (already recorded by the caller).
     fn perform(&self, key: CallKey<'_>, request: &Prepared) -> Result<Answer, BackendError>;
+
+    /// Whether the recorded run called again after call `key` met a capacity error: a
+    /// later call of the same state asks the same `request` for the same `served` token.
+    /// `None` when there is no record to follow (a live run), and the pooled executor's
+    /// own deadline decides. Re-execution follows the record, because the deadline is a
+    /// matter of wall-clock time that a re-execution cannot reproduce.
+    fn recorded_retry(
+        &self,
+        key: CallKey<'_>,
+        request: &Hash32,
+        served: Option<&TokenId>,
+    ) -> Result<Option<bool>, BackendError> {
+        let _ = (key, request, served);
+        Ok(None)
+    }
 }

@@ -18,7 +18,8 @@
 use super::backend::{Answer, BackendError, CallBackend, CallKey};
 use super::record::{CallFailure, Prepared, Request, Response};
 use super::redact::Redactor;
-use attest_ledger::{CallHandle, CallOutcome, Pending, StateHandle, StateId, TokenId};
+use crate::pool::BatchStats;
+use attest_ledger::{CallHandle, CallOutcome, Hash32, Pending, StateHandle, StateId, TokenId};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Instant;
@@ -47,10 +48,15 @@ impl Journal {
         }
     }
 
-    fn allocate(&self, kind: &str, request: &Prepared) -> Result<u32, String> {
+    fn allocate(
+        &self,
+        kind: &str,
+        request: &Prepared,
+        served: Option<TokenId>,
+    ) -> Result<u32, String> {
         match self {
             Journal::Ledger(h) => h
-                .allocate_call(kind, request.record.clone(), None)
+                .allocate_call(kind, request.record.clone(), served)
                 .map(|c| c.index)
                 .map_err(|e| e.to_string()),
             Journal::Detached { next, .. } => Ok(next.fetch_add(1, Ordering::SeqCst)),
@@ -135,6 +141,8 @@ struct Gate {
     fault: Option<CallFault>,
     /// Completion commits sent and not yet confirmed.
     unconfirmed: Vec<Pending>,
+    /// What a pooled executor's throttle did for this state's calls, if one served them.
+    pool: Option<BatchStats>,
 }
 
 struct Scope {
@@ -209,6 +217,7 @@ impl CallScope {
                 in_flight: 0,
                 fault: None,
                 unconfirmed: Vec::new(),
+                pool: None,
             }),
             idle: Condvar::new(),
         });
@@ -219,6 +228,12 @@ impl CallScope {
             },
             CallContext { scope: Some(scope) },
         )
+    }
+
+    /// What the pooled executor's throttle did for this state's calls, summed over every
+    /// batch a plugin reported ([`CallContext::record_pool`]); `None` if no pool served it.
+    pub fn pool_stats(&self) -> Option<BatchStats> {
+        self.scope.gate().pool
     }
 
     /// Refuses further calls, waits until every call in flight has its completion
@@ -282,6 +297,18 @@ impl CallContext {
     /// Records `request` and allocates its index, on this thread, before anything is sent
     /// (see the module's replay rule). `kind` names the client (`llm`, `http`).
     pub fn prepare(&self, kind: &str, request: Request) -> Result<PendingCall, CallError> {
+        self.prepare_serving(kind, request, None)
+    }
+
+    /// As [`CallContext::prepare`], for a call a batch's state makes on behalf of one of
+    /// its members: the record names the member token it `served` (the ledger checks that
+    /// it is a member of the batch; on a token's state it may only name that token).
+    pub fn prepare_serving(
+        &self,
+        kind: &str,
+        request: Request,
+        served: Option<TokenId>,
+    ) -> Result<PendingCall, CallError> {
         let scope = self
             .scope
             .as_ref()
@@ -302,14 +329,47 @@ impl CallContext {
         let guard = InFlight(scope.clone());
         let index = scope
             .journal
-            .allocate(kind, &prepared)
+            .allocate(kind, &prepared, served.clone())
             .map_err(|e| CallError::Fault(scope.fault(CallFault::Ledger(e))))?;
         Ok(PendingCall {
             scope: scope.clone(),
             index,
+            served,
             prepared: Some(prepared),
             _in_flight: guard,
         })
+    }
+
+    /// Whether to call again after call `index` (asking `request` for `served`) met a
+    /// capacity error, when the backend answers from a record: what the recorded run did
+    /// ([`CallBackend::recorded_retry`]). `None` in a live run. A record that cannot be
+    /// read is a fault, which stops the run like any other.
+    pub fn recorded_retry(
+        &self,
+        index: u32,
+        request: &Hash32,
+        served: Option<&TokenId>,
+    ) -> Result<Option<bool>, CallError> {
+        let Some(scope) = &self.scope else {
+            return Ok(None);
+        };
+        let key = CallKey {
+            state: scope.journal.state(),
+            index,
+        };
+        scope
+            .backend
+            .recorded_retry(key, request, served)
+            .map_err(|e| CallError::Fault(scope.fault(CallFault::replay(&e))))
+    }
+
+    /// Adds what a pooled executor's throttle did for one batch of this state's calls to
+    /// the state's pool statistics, which the executor records before the state closes.
+    pub fn record_pool(&self, stats: &BatchStats) {
+        if let Some(scope) = &self.scope {
+            let mut g = scope.gate();
+            g.pool.get_or_insert_with(BatchStats::default).merge(stats);
+        }
     }
 
     /// [`CallContext::prepare`] and [`PendingCall::send`] in one.
@@ -328,6 +388,7 @@ impl CallContext {
 pub struct PendingCall {
     scope: Arc<Scope>,
     index: u32,
+    served: Option<TokenId>,
     prepared: Option<Prepared>,
     _in_flight: InFlight,
 }
@@ -335,6 +396,11 @@ pub struct PendingCall {
 impl PendingCall {
     pub fn index(&self) -> u32 {
         self.index
+    }
+
+    /// The member token this call serves, if it was prepared for one.
+    pub fn served(&self) -> Option<&TokenId> {
+        self.served.as_ref()
     }
 
     /// The hash of the recorded (redacted) request.

@@ -25,6 +25,12 @@
 //! and a retried call is prepared again by the submitter, after the round it belongs to.
 //! Re-execution then allocates the same indices for the same requests, whatever order
 //! the answers arrive in. `docs/replay.md` states the same rule for users.
+//!
+//! The pooled executor keeps this rule for capacity retries by running a state's calls in
+//! rounds, each prepared on the submitting thread (`crate::pool`, `execute_prepared`), and
+//! `crate::transforms::pooled` is where the two meet. Whether a capacity error is retried
+//! is decided live by the pool's deadline and in re-execution by the record
+//! ([`CallContext::recorded_retry`]).
 
 pub mod backend;
 pub mod context;

@@ -2,7 +2,7 @@
 
 use super::backend::{Answer, BackendError, CallBackend, CallKey};
 use super::record::{CallFailure, Prepared, Response};
-use attest_ledger::{Ledger, RunId};
+use attest_ledger::{Hash32, Ledger, RunId, TokenId};
 
 /// Answers call (state, index) with what run `run` recorded for the same (state, index),
 /// after checking that the request hashes to the recorded request hash. Reads the ledger
@@ -19,6 +19,30 @@ impl RecordedBackend {
 }
 
 impl CallBackend for RecordedBackend {
+    fn recorded_retry(
+        &self,
+        key: CallKey<'_>,
+        request: &Hash32,
+        served: Option<&TokenId>,
+    ) -> Result<Option<bool>, BackendError> {
+        // Calls are numbered without gaps, so the state's later calls are the indices
+        // after this one until the first that is not recorded.
+        let mut index = key.index;
+        loop {
+            index = match index.checked_add(1) {
+                Some(i) => i,
+                None => return Ok(Some(false)),
+            };
+            match self.ledger.call_record(&self.run, key.state, index)? {
+                None => return Ok(Some(false)),
+                Some(rec) if rec.request == *request && rec.served.as_ref() == served => {
+                    return Ok(Some(true))
+                }
+                Some(_) => {}
+            }
+        }
+    }
+
     fn perform(&self, key: CallKey<'_>, request: &Prepared) -> Result<Answer, BackendError> {
         let state = || Box::new(key.state.clone());
         let index = key.index;

@@ -155,6 +155,8 @@ impl PooledExecutor {
     /// - `work` must not call `execute_batch` on the same executor: the inner call would
     ///   wait for a permit its own caller holds (with `pool_size` 1, for ever).
     ///
+    /// This is [`PooledExecutor::execute_prepared`] with nothing to prepare.
+    ///
     /// ```compile_fail,E0597
     /// # use attest_engine::pool::{PooledExecutor, PoolConfig, ItemError};
     /// # let exec = PooledExecutor::new(PoolConfig::try_from(&Default::default()).unwrap());
@@ -170,23 +172,152 @@ impl PooledExecutor {
         E: Send,
         F: Fn(&T, Attempt) -> Result<R, ItemError<E>> + Sync,
     {
-        let n = items.len();
-        // The batch's own queue: each item is moved to exactly one thread, with its index.
-        let queue = Mutex::new(items.into_iter().enumerate());
+        self.execute_prepared(items, NothingToPrepare, |item: &T, (), attempt| {
+            work(item, attempt)
+        })
+    }
+
+    /// Runs a batch in **rounds**, so that everything that must happen in a deterministic
+    /// order happens on the calling thread (the replay rule of `calls/mod.rs`):
+    ///
+    /// 1. The caller's [`Submit::prepare`] runs for each item of the round, in item order,
+    ///    on the calling thread (an audited call records its request and takes its index
+    ///    here). An item whose preparation fails ends with [`PoolError::Failed`].
+    /// 2. The round's prepared items are dispatched concurrently under the permits and the
+    ///    throttle, exactly as [`PooledExecutor::execute_batch`] describes; `work` gets the
+    ///    item and what was prepared for it.
+    /// 3. When every item of the round has come back, the items that met a capacity error
+    ///    are offered to [`Submit::retry`], in item order, on the calling thread, with the
+    ///    pool's own verdict (`expired`: `max_capacity_retry_seconds` have passed since
+    ///    the item's first dispatch). Those it retries form the next round, each waiting
+    ///    out its back-off first; the others end with [`PoolError::RetryTimeout`].
+    ///
+    /// The throttle backs off at each capacity error as it happens, whoever retries.
+    pub fn execute_prepared<T, P, R, E, S, F>(
+        &self,
+        items: Vec<T>,
+        mut submit: S,
+        work: F,
+    ) -> Batch<R, E>
+    where
+        T: Send + 'static,
+        P: Send,
+        R: Send,
+        E: Send,
+        S: Submit<T, P, E>,
+        F: Fn(&T, P, Attempt) -> Result<R, ItemError<E>> + Sync,
+    {
+        let mut slots: Vec<Slot<T, R, E>> = items
+            .into_iter()
+            .map(|item| Slot {
+                item: Some(item),
+                attempts: 0,
+                first_dispatch: None,
+                retry_at: None,
+                result: None,
+            })
+            .collect();
+        let mut stats = BatchStats::default();
+        let mut waiting: Vec<usize> = (0..slots.len()).collect();
+        while !waiting.is_empty() {
+            // 1. Prepare, in item order, on this thread.
+            let mut round = Vec::with_capacity(waiting.len());
+            for index in waiting.drain(..) {
+                let slot = &mut slots[index];
+                let Some(item) = slot.item.take() else {
+                    continue;
+                };
+                let number = slot.attempts.saturating_add(1);
+                match submit.prepare(&item, number) {
+                    Ok(prepared) => round.push(Job {
+                        index,
+                        item,
+                        prepared,
+                        number,
+                        not_before: slot.retry_at,
+                    }),
+                    Err(e) => slot.result = Some(Err(PoolError::Failed(e))),
+                }
+            }
+            // 2. Dispatch the round.
+            let mut done = self.run_round(round, &work, &mut stats);
+            done.sort_unstable_by_key(|d| d.index);
+            // 3. Decide the retries, in item order, on this thread.
+            for d in done {
+                let slot = &mut slots[d.index];
+                slot.attempts = d.number;
+                let first = *slot.first_dispatch.get_or_insert(d.dispatched_at);
+                match d.outcome {
+                    Ran::Done(result) => slot.result = Some(result),
+                    Ran::Capacity { error, at, delay } => {
+                        let elapsed = at.saturating_sub(first);
+                        let expired = elapsed >= self.config.max_capacity_retry();
+                        if submit.retry(&d.item, &error, expired) {
+                            self.throttle.count_retry(delay);
+                            stats.capacity_retries += 1;
+                            stats.throttled = stats.throttled.saturating_add(delay);
+                            slot.retry_at = Some(at.saturating_add(delay));
+                            slot.item = Some(d.item);
+                            waiting.push(d.index);
+                        } else {
+                            self.throttle.count_retry_timeout();
+                            slot.result = Some(Err(PoolError::RetryTimeout {
+                                last: error,
+                                attempts: d.number,
+                                elapsed,
+                            }));
+                        }
+                    }
+                }
+            }
+        }
+        Batch {
+            results: slots
+                .into_iter()
+                .map(|s| {
+                    // Every slot ends with a result: each round either settles an item or
+                    // puts it back in `waiting`, and the loop runs until none waits.
+                    s.result.unwrap_or(Err(PoolError::Panicked {
+                        message: "the executor lost an item's result".into(),
+                    }))
+                })
+                .collect(),
+            stats,
+        }
+    }
+
+    /// Runs one round's jobs concurrently: the calling thread and up to `pool_size - 1`
+    /// helpers scoped to the round take jobs from the round's own queue.
+    fn run_round<T, P, R, E, F>(
+        &self,
+        round: Vec<Job<T, P>>,
+        work: &F,
+        stats: &mut BatchStats,
+    ) -> Vec<Done<T, R, E>>
+    where
+        T: Send,
+        P: Send,
+        R: Send,
+        E: Send,
+        F: Fn(&T, P, Attempt) -> Result<R, ItemError<E>> + Sync,
+    {
+        let n = round.len();
+        // The round's own queue: each job is moved to exactly one thread.
+        let queue = Mutex::new(round.into_iter());
         let drain = || {
             let mut done = Vec::new();
             let mut stats = BatchStats::default();
             loop {
                 let next = lock(&queue).next();
-                let Some((index, item)) = next else {
+                let Some(job) = next else {
                     break;
                 };
-                done.push((index, self.run_item(index, item, &work, &mut stats)));
+                done.push(self.run_job(job, work, &mut stats));
             }
             (done, stats)
         };
         let helpers = n.min(self.config.pool_size()).saturating_sub(1);
-        let (mut done, stats) = scope(|s| {
+        let (done, round_stats) = scope(|s| {
             let handles: Vec<_> = (0..helpers)
                 .filter_map(|_| spawn_helper(s, drain))
                 .collect();
@@ -197,90 +328,142 @@ impl PooledExecutor {
                         done.extend(part);
                         stats.merge(&part_stats);
                     }
-                    // Item panics are caught in `run_item`; this is a bug in the executor
+                    // Item panics are caught in `run_job`; this is a bug in the executor
                     // itself, and it propagates like one.
                     Err(panic) => std::panic::resume_unwind(panic),
                 }
             }
             (done, stats)
         });
-        // The reorder buffer: every index 0..n appears exactly once, whichever thread ran it.
-        done.sort_unstable_by_key(|(index, _)| *index);
-        Batch {
-            results: done.into_iter().map(|(_, result)| result).collect(),
-            stats,
-        }
+        stats.merge(&round_stats);
+        done
     }
 
-    /// One item, to its result: dispatch through the permits and the gate, retry capacity
-    /// errors until the deadline.
-    fn run_item<T, R, E, F>(
+    /// One dispatch of one item: wait out its back-off (holding no permit), take a permit
+    /// and a slot of the gate, call.
+    fn run_job<T, P, R, E, F>(
         &self,
-        index: usize,
-        item: T,
+        job: Job<T, P>,
         work: &F,
         stats: &mut BatchStats,
-    ) -> Result<R, PoolError<E>>
+    ) -> Done<T, R, E>
     where
-        F: Fn(&T, Attempt) -> Result<R, ItemError<E>>,
+        F: Fn(&T, P, Attempt) -> Result<R, ItemError<E>>,
     {
         let clock = self.throttle.clock();
-        let mut number: u32 = 0;
-        let mut first_dispatch = None;
-        let mut retry_at = None;
-        loop {
-            number = number.saturating_add(1);
-            // Back off before a retry holding no permit, so others' work goes on meanwhile.
-            if let Some(at) = retry_at {
-                clock.sleep_until(at);
+        if let Some(at) = job.not_before {
+            clock.sleep_until(at);
+        }
+        let permit = self.permits.acquire();
+        let slot = self.throttle.reserve();
+        stats.throttled = stats.throttled.saturating_add(slot.wait);
+        stats.peak_delay = stats.peak_delay.max(slot.delay);
+        clock.sleep_until(slot.at);
+        let attempt = Attempt {
+            index: job.index,
+            number: job.number,
+            dispatched_at: slot.at,
+        };
+        let Job { item, prepared, .. } = job;
+        // The function is shared by the round's threads and holds nothing the executor
+        // relies on, so a panic cannot leave the executor's own state broken.
+        let outcome = catch_unwind(AssertUnwindSafe(|| work(&item, prepared, attempt)));
+        drop(permit);
+        let outcome = match outcome {
+            Ok(Ok(result)) => {
+                self.throttle.on_success();
+                Ran::Done(Ok(result))
             }
-            let permit = self.permits.acquire();
-            let slot = self.throttle.reserve();
-            stats.throttled = stats.throttled.saturating_add(slot.wait);
-            stats.peak_delay = stats.peak_delay.max(slot.delay);
-            clock.sleep_until(slot.at);
-            let first = *first_dispatch.get_or_insert(slot.at);
-            let attempt = Attempt {
-                index,
-                number,
-                dispatched_at: slot.at,
-            };
-            // The function is shared by the batch's threads and holds nothing the executor
-            // relies on, so a panic cannot leave the executor's own state broken.
-            let outcome = catch_unwind(AssertUnwindSafe(|| work(&item, attempt)));
-            drop(permit);
-            match outcome {
-                Ok(Ok(result)) => {
-                    self.throttle.on_success();
-                    return Ok(result);
-                }
-                Ok(Err(ItemError::Other(e))) => return Err(PoolError::Failed(e)),
-                Err(payload) => {
-                    return Err(PoolError::Panicked {
-                        message: panic_message(&*payload),
-                    })
-                }
-                Ok(Err(ItemError::Capacity(e))) => {
-                    let now = clock.now();
-                    let elapsed = now.saturating_sub(first);
-                    let give_up = elapsed >= self.config.max_capacity_retry();
-                    // Every capacity error is a signal to back off, the last one included.
-                    let delay = self.throttle.on_capacity_error(!give_up);
-                    stats.peak_delay = stats.peak_delay.max(delay);
-                    if give_up {
-                        return Err(PoolError::RetryTimeout {
-                            last: e,
-                            attempts: number,
-                            elapsed,
-                        });
-                    }
-                    stats.capacity_retries += 1;
-                    stats.throttled = stats.throttled.saturating_add(delay);
-                    retry_at = Some(now.saturating_add(delay));
+            Ok(Err(ItemError::Other(e))) => Ran::Done(Err(PoolError::Failed(e))),
+            Err(payload) => Ran::Done(Err(PoolError::Panicked {
+                message: panic_message(&*payload),
+            })),
+            Ok(Err(ItemError::Capacity(error))) => {
+                // Every capacity error is a signal to back off, at once, for everyone
+                // (the last one of an item that then gives up included).
+                let delay = self.throttle.on_capacity_error();
+                stats.peak_delay = stats.peak_delay.max(delay);
+                Ran::Capacity {
+                    error,
+                    at: clock.now(),
+                    delay,
                 }
             }
+        };
+        Done {
+            index: attempt.index,
+            number: attempt.number,
+            dispatched_at: attempt.dispatched_at,
+            item,
+            outcome,
         }
     }
+}
+
+/// What the calling thread does for each dispatch of an item, and after each capacity
+/// error, in item order (see [`PooledExecutor::execute_prepared`]).
+pub trait Submit<T, P, E> {
+    /// What to send for attempt `number` (1 for the first) of `item`. An error ends the
+    /// item with [`PoolError::Failed`], unsent.
+    fn prepare(&mut self, item: &T, number: u32) -> Result<P, E>;
+
+    /// Whether to call `item` again after the capacity error `last`. `expired` is the
+    /// pool's rule: `max_capacity_retry_seconds` have passed since its first dispatch.
+    /// The default follows it; re-execution follows the record instead.
+    fn retry(&mut self, item: &T, last: &E, expired: bool) -> bool {
+        let _ = (item, last);
+        !expired
+    }
+}
+
+/// The [`Submit`] of [`PooledExecutor::execute_batch`]: nothing to prepare, the pool's
+/// deadline decides.
+struct NothingToPrepare;
+
+impl<T, E> Submit<T, (), E> for NothingToPrepare {
+    fn prepare(&mut self, _: &T, _: u32) -> Result<(), E> {
+        Ok(())
+    }
+}
+
+/// An item between rounds.
+struct Slot<T, R, E> {
+    /// `None` while the item is out in a round, and once it has its result.
+    item: Option<T>,
+    /// Dispatches so far.
+    attempts: u32,
+    first_dispatch: Option<Duration>,
+    /// When its back-off after a capacity error ends.
+    retry_at: Option<Duration>,
+    result: Option<Result<R, PoolError<E>>>,
+}
+
+/// One dispatch to make in a round.
+struct Job<T, P> {
+    index: usize,
+    item: T,
+    prepared: P,
+    number: u32,
+    not_before: Option<Duration>,
+}
+
+/// A dispatch made, with the item handed back for the calling thread.
+struct Done<T, R, E> {
+    index: usize,
+    number: u32,
+    dispatched_at: Duration,
+    item: T,
+    outcome: Ran<R, E>,
+}
+
+enum Ran<R, E> {
+    Done(Result<R, PoolError<E>>),
+    /// Out of capacity at `at`; the throttle backed off to `delay`.
+    Capacity {
+        error: E,
+        at: Duration,
+        delay: Duration,
+    },
 }
 
 fn panic_message(payload: &(dyn Any + Send)) -> String {

@@ -42,10 +42,26 @@
 //!
 //! [`AimdDelay`] holds the delay and ELSPETH's rule for it; the executor's gate spaces
 //! every dispatch (first calls and retries, across all callers) at least the current delay
-//! apart. A call that reports [`ItemError::Capacity`] backs the delay off, waits it (holding
-//! no permit) and is retried until `max_capacity_retry_seconds` have passed since its first
-//! dispatch, then fails with [`PoolError::RetryTimeout`]. Any other error is returned at
-//! once. Time comes from an injected [`Clock`], so tests run on [`VirtualClock`].
+//! apart. A call that reports [`ItemError::Capacity`] backs the delay off at once; the item
+//! then waits the delay (holding no permit) and is retried until
+//! `max_capacity_retry_seconds` have passed since its first dispatch, then fails with
+//! [`PoolError::RetryTimeout`]. Any other error is returned at once. Time comes from an
+//! injected [`Clock`], so tests run on [`VirtualClock`].
+//!
+//! # Rounds: retries are prepared by the submitter (the replay rule)
+//!
+//! An audited call's index is taken when its request is recorded, and re-execution
+//! answers each call by (state, index), so the order in which a state's calls are
+//! prepared must not depend on thread timing (`calls/mod.rs`). A capacity retry is a new
+//! call, so the executor does not prepare it on whichever thread met the error. A batch
+//! runs in rounds ([`PooledExecutor::execute_prepared`]): the calling thread prepares the
+//! round's items in item order ([`Submit::prepare`]), the round runs concurrently, and
+//! only when the whole round is back does the calling thread decide, again in item order,
+//! which capacity failures are retried ([`Submit::retry`]) and prepare them as the next
+//! round. The throttle and the deadline stay here: the submitter is told whether the
+//! deadline has passed, and re-execution may instead follow what the record says the
+//! recorded run decided. A retry therefore waits for the slowest call of its round, which
+//! costs at most one call's latency on top of the back-off.
 
 mod clock;
 mod config;
@@ -60,6 +76,6 @@ mod model_check;
 
 pub use clock::{Clock, SystemClock, VirtualClock};
 pub use config::{PoolConfig, PoolConfigError, ThrottleConfig};
-pub use executor::{Attempt, Batch, ItemError, PoolError, PooledExecutor};
+pub use executor::{Attempt, Batch, ItemError, PoolError, PooledExecutor, Submit};
 pub use stats::{BatchStats, ExecutorStats};
 pub use throttle::AimdDelay;

@@ -3,7 +3,7 @@
 //! interleavings of them, seeded and replayable. Run with
 //! `cargo test -p attest-engine --features shuttle --lib pool::model_check`.
 
-use super::{Clock, ItemError, PoolConfig, PooledExecutor, VirtualClock};
+use super::{Clock, ItemError, PoolConfig, PooledExecutor, Submit, VirtualClock};
 use crate::config::PoolOptions;
 use shuttle::sync::atomic::{AtomicUsize, Ordering};
 use shuttle::thread;
@@ -177,4 +177,85 @@ fn freed_permits_are_handed_on_random() {
 #[test]
 fn freed_permits_are_handed_on_pct() {
     shuttle::check_pct(freed_permits_are_handed_on, ITERATIONS, 3);
+}
+
+/// Counts preparations the way the ledger allocates call indices, and notes the thread.
+struct Allocator {
+    next: u32,
+    log: Vec<(u32, usize, u32)>,
+    owner: thread::ThreadId,
+}
+
+impl Submit<usize, u32, ()> for &mut Allocator {
+    fn prepare(&mut self, item: &usize, number: u32) -> Result<u32, ()> {
+        assert_eq!(
+            thread::current().id(),
+            self.owner,
+            "prepared off the caller"
+        );
+        let index = self.next;
+        self.next += 1;
+        self.log.push((index, *item, number));
+        Ok(index)
+    }
+}
+
+/// Two callers, three items each, two permits; item 0 and item 2 of each caller meet one
+/// capacity error. Whatever the interleaving, each caller's preparations happen on its own
+/// thread and allocate the same indices to the same (item, attempt): round 1 in item
+/// order, then the retries of items 0 and 2, in item order.
+fn capacity_retries_are_prepared_in_order() {
+    let exec = Arc::new(executor(2));
+    let callers: Vec<_> = (0..2)
+        .map(|caller| {
+            let exec = exec.clone();
+            thread::spawn(move || {
+                let mut alloc = Allocator {
+                    next: 0,
+                    log: Vec::new(),
+                    owner: thread::current().id(),
+                };
+                let failed = [
+                    AtomicUsize::new(0),
+                    AtomicUsize::new(0),
+                    AtomicUsize::new(0),
+                ];
+                let batch =
+                    exec.execute_prepared(vec![0usize, 1, 2], &mut alloc, |&i, index, _| {
+                        thread::yield_now();
+                        if i != 1 && failed[i].fetch_add(1, Ordering::SeqCst) == 0 {
+                            Err(ItemError::Capacity(()))
+                        } else {
+                            Ok((caller, i, index))
+                        }
+                    });
+                let got: Vec<_> = batch.results.into_iter().map(|r| r.ok()).collect();
+                assert_eq!(
+                    got,
+                    vec![
+                        Some((caller, 0, 3)),
+                        Some((caller, 1, 1)),
+                        Some((caller, 2, 4))
+                    ]
+                );
+                assert_eq!(
+                    alloc.log,
+                    vec![(0, 0, 1), (1, 1, 1), (2, 2, 1), (3, 0, 2), (4, 2, 2)]
+                );
+            })
+        })
+        .collect();
+    for caller in callers {
+        caller.join().unwrap();
+    }
+}
+
+#[test]
+fn capacity_retries_are_prepared_in_order_random() {
+    shuttle::check_random(capacity_retries_are_prepared_in_order, ITERATIONS);
+}
+
+#[test]
+fn capacity_retries_are_prepared_in_order_pct() {
+    shuttle::check_pct(capacity_retries_are_prepared_in_order, ITERATIONS, 3);
 }

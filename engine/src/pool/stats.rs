@@ -17,7 +17,8 @@ pub struct BatchStats {
 }
 
 impl BatchStats {
-    pub(crate) fn merge(&mut self, other: &BatchStats) {
+    /// Adds another batch's figures (the peak is the higher of the two).
+    pub fn merge(&mut self, other: &BatchStats) {
         self.capacity_retries += other.capacity_retries;
         self.peak_delay = self.peak_delay.max(other.peak_delay);
         self.throttled = self.throttled.saturating_add(other.throttled);

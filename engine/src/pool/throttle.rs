@@ -128,20 +128,26 @@ impl Throttle {
         Slot { at, wait, delay }
     }
 
-    /// A capacity error: backs off and returns the new delay, which the item also waits
-    /// before it retries (recorded as throttled time when `retried`).
-    pub(crate) fn on_capacity_error(&self, retried: bool) -> Duration {
+    /// A capacity error: backs off and returns the new delay, which the item waits before
+    /// it is retried, if it is ([`Throttle::count_retry`]).
+    pub(crate) fn on_capacity_error(&self) -> Duration {
         let mut s = lock(&self.state);
         let delay = s.delay.on_capacity_error();
         s.stats.current_delay = delay;
         s.stats.peak_delay = s.stats.peak_delay.max(delay);
-        if retried {
-            s.stats.capacity_retries += 1;
-            s.stats.throttled = s.stats.throttled.saturating_add(delay);
-        } else {
-            s.stats.retry_timeouts += 1;
-        }
         delay
+    }
+
+    /// An item is retried after a capacity error, backing off `delay` first (throttled time).
+    pub(crate) fn count_retry(&self, delay: Duration) {
+        let mut s = lock(&self.state);
+        s.stats.capacity_retries += 1;
+        s.stats.throttled = s.stats.throttled.saturating_add(delay);
+    }
+
+    /// An item gave up after a capacity error (`retry_timeout`).
+    pub(crate) fn count_retry_timeout(&self) {
+        lock(&self.state).stats.retry_timeouts += 1;
     }
 
     pub(crate) fn on_success(&self) {

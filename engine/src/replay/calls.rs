@@ -112,6 +112,17 @@ fn describe(ledger: &Ledger, run: &RunId, r: Refusal) -> Result<Divergence, Ledg
 }
 
 impl CallBackend for RecordedCalls {
+    /// The record's retry decisions after capacity errors (the pooled executor's deadline
+    /// is wall-clock time; re-execution follows what the recorded run did).
+    fn recorded_retry(
+        &self,
+        key: CallKey<'_>,
+        request: &attest_ledger::Hash32,
+        served: Option<&attest_ledger::TokenId>,
+    ) -> Result<Option<bool>, BackendError> {
+        self.inner.recorded_retry(key, request, served)
+    }
+
     fn perform(&self, key: CallKey<'_>, request: &Prepared) -> Result<Answer, BackendError> {
         let answered = self.inner.perform(key, request);
         if let Err(e) = &answered {

@@ -289,7 +289,10 @@ impl Keyer {
             | Event::RowDetail { .. }
             | Event::Checkpoint { .. }
             | Event::RunInterrupted { .. }
-            | Event::RunResumed { .. } => return None,
+            | Event::RunResumed { .. }
+            // A pool's statistics are timings the re-execution cannot reproduce; the
+            // decisions they stand for (retries) are compared as calls.
+            | Event::PoolStats { .. } => return None,
         })
     }
 }

@@ -212,21 +212,30 @@ impl Batches {
             input,
         });
         let started = Instant::now();
-        let result = plugin
-            .process_batch(&rows)
-            .map_err(|e| e.message())
-            .and_then(|out| match (mode, expected_output_count) {
-                (BatchMode::Passthrough, _) if out.len() != rows.len() => Err(format!(
-                    "passthrough mode needs one output row per input row: {} in, {} out",
-                    rows.len(),
-                    out.len()
-                )),
-                (BatchMode::Transform, Some(e)) if out.len() as u64 != *e => Err(format!(
-                    "expected_output_count is {e}, the batch produced {}",
-                    out.len()
-                )),
-                _ => Ok(out),
-            });
+        let result = match plugin.calls() {
+            None => plugin.process_batch(&rows),
+            Some(spec) => {
+                let members: Vec<TokenId> = batch.members.iter().map(|t| t.id.clone()).collect();
+                w.with_calls(spec, &state, |ctx| {
+                    plugin.process_batch_calling(&rows, &members, ctx)
+                })?
+            }
+        };
+        let result =
+            result
+                .map_err(|e| e.message())
+                .and_then(|out| match (mode, expected_output_count) {
+                    (BatchMode::Passthrough, _) if out.len() != rows.len() => Err(format!(
+                        "passthrough mode needs one output row per input row: {} in, {} out",
+                        rows.len(),
+                        out.len()
+                    )),
+                    (BatchMode::Transform, Some(e)) if out.len() as u64 != *e => Err(format!(
+                        "expected_output_count is {e}, the batch produced {}",
+                        out.len()
+                    )),
+                    _ => Ok(out),
+                });
         match result {
             Ok(out) => {
                 let output = w.store_value(&Value::Array(

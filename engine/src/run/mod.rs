@@ -27,7 +27,7 @@ const WINDOW: usize = 4096;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
-    #[error("ledger: {0}")]
+    #[error("{}", ledger_context(.0))]
     Ledger(#[from] LedgerError),
     #[error("source: {0}")]
     Source(String),
@@ -37,6 +37,15 @@ pub enum EngineError {
     Internal(String),
     #[error("external call: {0}")]
     Call(#[from] crate::calls::CallFault),
+}
+
+/// A ledger error as a run reports it: prefixed with "ledger: " unless its own words
+/// already name the ledger (a storage failure, a lock), so no message says it twice.
+fn ledger_context(e: &LedgerError) -> String {
+    match e {
+        LedgerError::Storage { .. } | LedgerError::Locked { .. } => e.to_string(),
+        _ => format!("ledger: {e}"),
+    }
 }
 
 impl From<SourceError> for EngineError {

@@ -114,6 +114,7 @@ impl<'a> Sequencer<'a> {
     }
 
     fn release(&mut self, mut r: RowResult) -> Result<(), EngineError> {
+        self.commits.append(&mut r.earlier);
         if let Some(p) = r.commit.take() {
             self.commits.push(p);
         }

@@ -10,9 +10,9 @@
 //! state's opening included) are sent as a commit of their own, and each call's completion
 //! is sent as the plugin gets its answer; the rest of the row follows in its final commit.
 //! The writer applies commits in the order they are sent, so none of these is waited for
-//! on the way: the worker checks them after sending the row's final commit, and the
-//! sequencer still waits only on that last one. A row that meets no calling plugin is
-//! recorded in exactly one commit, as before.
+//! on the way: the worker hands them to the sequencer with the row's final commit, and the
+//! sequencer checks them all before it records anything that follows from the row. A row
+//! that meets no calling plugin is recorded in exactly one commit, as before.
 
 use super::io::{Quarantine, SourceRecord};
 use super::EngineError;
@@ -118,6 +118,12 @@ pub struct RowResult {
     /// received this result, so they always follow the row's own events. The sequencer
     /// checks the result before it records anything more.
     pub commit: Option<attest_ledger::Pending>,
+    /// Commits the row sent before `commit` (a calling plugin's state, its calls'
+    /// completions), unconfirmed. The sequencer checks them with `commit`, before it
+    /// records anything that follows from the row: checking them here would hold the
+    /// worker for a writer round trip after every call, while its next row could already
+    /// be waiting on its own.
+    pub earlier: Vec<attest_ledger::Pending>,
     pub deliveries: Vec<Delivery>,
     /// In the order the walk met them.
     pub held: Vec<Held>,
@@ -233,13 +239,9 @@ pub fn process_record(
     } else {
         Some(run.submit_nowait(commit, Durability::Buffered)?)
     };
-    // Commits sent before the last one are checked here, so that the sequencer need only
-    // wait on the last. The writer answers in order: by now they are (nearly) answered.
-    for p in unconfirmed {
-        p.wait()?;
-    }
     Ok(RowResult {
         row_index,
+        earlier: unconfirmed,
         commit,
         deliveries,
         held,
@@ -565,10 +567,7 @@ impl<'a> Walker<'a> {
         }
     }
 
-    /// Runs a plugin that makes external calls: sends the row's events so far (so the
-    /// state exists in the ledger), opens the state for calls, runs the plugin, and closes
-    /// the state for calls before anything else is recorded on it. A call that could not be
-    /// recorded or (re-execution) answered stops the run, whatever the plugin made of it.
+    /// Runs a plugin that makes external calls.
     fn process_with_calls(
         &mut self,
         plugin: &dyn Transform,
@@ -576,14 +575,37 @@ impl<'a> Walker<'a> {
         state: &StateId,
         row: &Row,
     ) -> Result<Result<Row, TransformError>, EngineError> {
+        self.with_calls(spec, state, |ctx| plugin.process(row, ctx))
+    }
+
+    /// Runs `f` with a context bound to `state` for external calls: sends the events so
+    /// far (so the state exists in the ledger), opens the state for calls, runs `f`, then
+    /// closes the state for calls and records its pool statistics (if a pool served it),
+    /// before anything else is recorded on it. A call that could not be recorded or
+    /// (re-execution) answered stops the run, whatever the plugin made of it.
+    pub(crate) fn with_calls<R>(
+        &mut self,
+        spec: &CallSpec,
+        state: &StateId,
+        f: impl FnOnce(CallContext) -> R,
+    ) -> Result<R, EngineError> {
         let before = std::mem::take(&mut self.commit);
         self.unconfirmed
             .push(self.run.submit_nowait(before, Durability::Buffered)?);
         let journal = Journal::Ledger(self.run.state_handle(state.clone()));
         let (scope, ctx) = CallScope::open(journal, self.calls.clone(), spec.redactor.clone());
-        let result = plugin.process(row, ctx);
+        let result = f(ctx);
+        let pool = scope.pool_stats();
         // Every call has sent its completion; they are checked with the row's commit.
         self.unconfirmed.extend(scope.close_unconfirmed()?);
+        if let Some(p) = pool {
+            self.commit.push(Event::PoolStats {
+                state: state.clone(),
+                capacity_retries: p.capacity_retries,
+                peak_delay_us: micros(p.peak_delay),
+                throttled_us: micros(p.throttled),
+            });
+        }
         Ok(result)
     }
 
@@ -785,6 +807,10 @@ fn route_names(routes: &[(String, Target)]) -> String {
         .map(|(l, _)| l.as_str())
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+fn micros(d: std::time::Duration) -> u64 {
+    d.as_micros().min(u128::from(u64::MAX)) as u64
 }
 
 pub(crate) fn elapsed_us(since: Instant) -> u64 {

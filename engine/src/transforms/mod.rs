@@ -10,6 +10,7 @@ mod json_explode;
 mod keyword_filter;
 pub mod llm;
 mod passthrough;
+pub mod pooled;
 mod truncate;
 
 pub use batch_replicate::BatchReplicate;
@@ -18,6 +19,6 @@ pub use field_mapper::FieldMapper;
 pub use http::Http;
 pub use json_explode::JsonExplode;
 pub use keyword_filter::{Fields as KeywordFields, KeywordFilter};
-pub use llm::Llm;
+pub use llm::{Llm, LlmBatch};
 pub use passthrough::Passthrough;
 pub use truncate::Truncate;

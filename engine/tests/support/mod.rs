@@ -75,6 +75,18 @@ impl Pipeline {
         ledger: &Ledger,
         calls: Option<Arc<dyn CallBackend>>,
     ) -> RunSummary {
+        self.run_with_workers(yaml, env, ledger, calls, 2)
+    }
+
+    /// [`Pipeline::run`] with at least `workers` worker threads.
+    pub fn run_with_workers(
+        &self,
+        yaml: &str,
+        env: &[(&str, &str)],
+        ledger: &Ledger,
+        calls: Option<Arc<dyn CallBackend>>,
+        workers: usize,
+    ) -> RunSummary {
         let path = self.path("pipeline.yaml");
         std::fs::write(&path, yaml).unwrap();
         let env: Vec<(String, String)> = env
@@ -86,7 +98,7 @@ impl Pipeline {
         let plan = attest_engine::build::plan(&loaded.config).unwrap();
         let (source, sinks) = attest_engine::open::open(&loaded.config).unwrap();
         let mut opts = RunOptions {
-            workers: 2,
+            workers,
             ..RunOptions::default()
         };
         if let Some(c) = calls {
