@@ -507,17 +507,18 @@ fn add_records(segments: &mut Vec<(u64, Vec<u8>)>, first_seq: u64, records: &[u8
     let mut seq = first_seq;
     while !rest.is_empty() {
         // The writer framed these records itself a moment ago. Should one not frame, the
-        // rest stays whole in one segment (verification would report it), never lost.
-        let len = match codec::read_segment(rest).next() {
+        // rest goes whole into the current segment (verification would report it): never
+        // lost, and never under a key a segment of this group already has.
+        let (len, framed) = match codec::read_segment(rest).next() {
             Some(Ok(r)) => {
                 seq = r.seq;
-                codec::RECORD_HEADER_LEN + r.event_bytes.len()
+                (codec::RECORD_HEADER_LEN + r.event_bytes.len(), true)
             }
-            _ => rest.len(),
+            _ => (rest.len(), false),
         };
         let (record, tail) = rest.split_at(len.min(rest.len()));
         match segments.last_mut() {
-            Some((_, seg)) if seg.len() + record.len() <= CHUNK_BYTES => {
+            Some((_, seg)) if !framed || seg.len() + record.len() <= CHUNK_BYTES => {
                 seg.extend_from_slice(record)
             }
             _ => segments.push((seq, record.to_vec())),
