@@ -58,10 +58,12 @@ const CACHE_LIMIT: usize = 20_000;
 /// the few bytes of the pointer it logged, not by the node: leaves full of a group's
 /// whole segment or pack (up to a megabyte each) were never evicted, so a run's entire
 /// log and payloads stayed in memory and peak RSS grew with the run (about 1.3 KB a
-/// row). A leaf splits past 16 values, so values of at most 4 KiB keep every leaf well
-/// under the blob threshold, where the cache sees its real size. A single record or a
-/// single commit's payloads larger than this still go in one value.
-const CHUNK_BYTES: usize = 4096;
+/// row). A leaf splits past 16 values, so 17 values of at most 7 KiB (119 KiB) keep
+/// every leaf under the 128 KiB blob threshold, where the cache sees its real size. A
+/// single record or a single commit's payloads larger than this still go in one value.
+/// 7 KiB rather than 4: the append bench took 254-278k events/s against 168-183k with
+/// 4 KiB values (fewer, larger inserts; docs/benchmarks.md).
+const CHUNK_BYTES: usize = 7 * 1024;
 
 /// When a commit is durable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -324,21 +324,21 @@ proptest! {
     }
 }
 
-/// A group's records and payloads are cut into values of at most 4 KiB (a larger value
+/// A group's records and payloads are cut into values of at most 7 KiB (a larger value
 /// only for one record or one commit's payloads on its own), so that sled keeps its tree
 /// nodes inline and its cache counts them: with one value per group a run's whole log
 /// and payloads stayed in memory. Cutting loses nothing: the segments are contiguous,
 /// every payload is found by its hash, and the run verifies.
 #[test]
 fn a_large_group_is_stored_as_small_segments_and_packs() {
-    const CHUNK: usize = 4096;
+    const CHUNK: usize = 7 * 1024;
     let dir = tempfile::tempdir().unwrap();
     let ledger = Ledger::open(dir.path()).unwrap();
     let run = started(&ledger, "r");
-    // One commit of 300 rows (1,200 events, 600 payloads), then many small commits sent
+    // One commit of 300 rows (1,200 events, 600 payloads), then 1,000 one-row commits sent
     // without waiting, which the writer folds into groups.
     let mut hashes = rows(&run, 0, 300, 300);
-    hashes.extend(rows(&run, 300, 300, 1));
+    hashes.extend(rows(&run, 300, 1000, 1));
     finish(&run);
 
     let mut log_prefix = vec![b'L'];
