@@ -613,9 +613,11 @@ impl Storer {
 
     fn write(&mut self, p: Prepared) {
         let written = match &self.poisoned {
-            Some(why) => Err(format!(
-                "an earlier commit group this one depends on was not stored ({why})"
-            )),
+            // A group prepared against one that failed to store fails with that group's
+            // error: it is the cause, and the caller that happens to wait on this group
+            // first (workers, ingestion and the sequencer race) reports the same message
+            // as the one that waits on the failed group itself.
+            Some(why) => Err(why.clone()),
             None => self.store_group(p.batch, p.buckets, &p.packs, &p.ended, p.durable),
         };
         if let Err(e) = &written {
