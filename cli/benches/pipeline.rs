@@ -27,13 +27,15 @@ fn logical_bytes(dir: &Path) -> String {
     let Ok(ledger) = attest_ledger::Ledger::open(dir) else {
         return "logical size unavailable".into();
     };
-    let mut by_kind = [0u64; 4]; // log, projections, payloads, other
+    let mut by_kind = [0u64; 5]; // log, projections, payloads, payload index, other
     for (k, v) in ledger.raw_db().iter().flatten() {
         let i = match k.first() {
             Some(b'L') => 0,
             Some(b'P') => 1,
-            Some(b'B') => 2,
-            _ => 3,
+            // Packs, and payloads stored under keys of their own.
+            Some(b'Q' | b'B') => 2,
+            Some(b'H' | b'G') => 3,
+            _ => 4,
         };
         by_kind[i] += (k.len() + v.len()) as u64;
     }
@@ -44,11 +46,12 @@ fn logical_bytes(dir: &Path) -> String {
         .unwrap_or(1)
         .max(1);
     format!(
-        "logical {:.0} bytes/row (log {:.0}, projections {:.0}, payloads {:.0})",
+        "logical {:.0} bytes/row (log {:.0}, projections {:.0}, payloads {:.0}, payload index {:.0})",
         by_kind.iter().sum::<u64>() as f64 / rows as f64,
         by_kind[0] as f64 / rows as f64,
         by_kind[1] as f64 / rows as f64,
-        by_kind[2] as f64 / rows as f64
+        by_kind[2] as f64 / rows as f64,
+        by_kind[3] as f64 / rows as f64
     )
 }
 

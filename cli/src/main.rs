@@ -1,5 +1,6 @@
 //! `attest`: run audited pipelines, verify their ledgers, explain any output row.
 
+mod allocator;
 mod commands;
 mod exit;
 mod export_cmd;
@@ -214,6 +215,7 @@ fn restore_sigpipe() {
 }
 
 fn main() -> ExitCode {
+    allocator::configure();
     restore_sigpipe();
     let cli = Cli::parse();
     let result = match cli.command {

@@ -56,15 +56,27 @@ pub struct RunStart {
 }
 
 /// A commit in the making: events (and allocations) plus the payloads they reference.
+///
+/// The payloads travel with the events and are stored in the same atomic write, in the
+/// group's pack (see [`crate::packs`]): a caller never writes payloads itself.
 #[derive(Clone, Debug, Default)]
 pub struct Commit {
     pub items: Vec<Item>,
-    pub payloads: Vec<Vec<u8>>,
+    /// Each with its hash, computed here, so the writer never hashes them again and no
+    /// caller can pair bytes with a hash they do not have.
+    payloads: Vec<(Hash32, Vec<u8>)>,
 }
 
 impl Commit {
     pub fn new() -> Commit {
         Commit::default()
+    }
+    /// A commit of `items` carrying no payloads.
+    pub fn of(items: Vec<Item>) -> Commit {
+        Commit {
+            items,
+            payloads: Vec::new(),
+        }
     }
     pub fn event(mut self, e: Event) -> Commit {
         self.items.push(Item::Event(e));
@@ -76,8 +88,17 @@ impl Commit {
     /// Stores `bytes` in the payload store in the same atomic write; returns their hash.
     pub fn payload(&mut self, bytes: Vec<u8>) -> Hash32 {
         let h = Hash32::of(&bytes);
-        self.payloads.push(bytes);
+        self.payloads.push((h, bytes));
         h
+    }
+    /// Moves `other`'s events and payloads to the end of this commit.
+    pub fn append(&mut self, other: Commit) {
+        self.items.extend(other.items);
+        self.payloads.extend(other.payloads);
+    }
+    /// The payloads carried so far, with their hashes.
+    pub fn payloads(&self) -> impl Iterator<Item = (&Hash32, &[u8])> {
+        self.payloads.iter().map(|(h, b)| (h, b.as_slice()))
     }
     /// Stores a value's canonical form; returns its hash (the value's hash).
     pub fn value(&mut self, v: &Value) -> Result<Hash32> {
@@ -255,8 +276,9 @@ impl Ledger {
             .removed)
     }
 
-    /// Stores bytes in the payload store (outside any commit; idempotent) and returns
-    /// their hash. Durable with the next flush.
+    /// Stores bytes in the payload store outside any commit, under a key of their own, and
+    /// returns their hash (idempotent; durable with the next flush). Commits carry their
+    /// payloads instead ([`Commit::payload`]): one key per payload is what packs avoid.
     pub fn put_payload(&self, bytes: &[u8]) -> Result<Hash32> {
         let hash = Hash32::of(bytes);
         if self.inner.scratch {
@@ -273,14 +295,21 @@ impl Ledger {
         Ok(hash)
     }
 
-    /// Stores a value's canonical form and returns the value's hash.
+    /// Stores a value's canonical form outside any commit (see [`Ledger::put_payload`]) and
+    /// returns the value's hash.
     pub fn put_value(&self, v: &Value) -> Result<Hash32> {
         self.put_payload(&canonical::to_canonical_bytes(v)?)
     }
 
-    /// The payload bytes for `hash`, if present (not purged).
+    /// The payload bytes for `hash`, if present (not purged), wherever they are stored.
     pub fn payload(&self, hash: &Hash32) -> Result<Option<Vec<u8>>> {
         self.store().payload(hash)
+    }
+
+    /// As [`Ledger::payload`], looking in `run`'s packs first: the quicker lookup when the
+    /// run that referenced the payload is known.
+    pub fn run_payload(&self, run: &RunId, hash: &Hash32) -> Result<Option<Vec<u8>>> {
+        self.store().run_payload(run, hash)
     }
 
     /// Makes everything committed so far durable (one fsync).
@@ -301,6 +330,16 @@ impl Ledger {
             .map_err(|_| LedgerError::WriterGone("no reply".into()))
     }
 
+    /// Writes the payload index in generations of `entries` entries instead of
+    /// [`crate::payload_index::GENERATION`]: for tests, to exercise several generations
+    /// in a small run.
+    #[doc(hidden)]
+    pub fn set_payload_index_generation(&self, entries: usize) {
+        self.store()
+            .index_generation
+            .store(entries.max(1), Ordering::Relaxed);
+    }
+
     /// Raw access to the underlying sled tree, for tamper tests and tools.
     #[doc(hidden)]
     pub fn raw_db(&self) -> &sled::Db {
@@ -312,6 +351,14 @@ impl Ledger {
     #[doc(hidden)]
     pub fn raw_projection(&self, run: &RunId, key: &PKey) -> Result<Option<Vec<u8>>> {
         self.store().proj_bytes(run, key.as_ref())
+    }
+
+    /// Edits every stored copy of the bytes of payload `hash` (under its own key or in any
+    /// pack; purged entries are left alone), bypassing every rule and recording nothing:
+    /// for tamper tests. Returns how many copies changed.
+    #[doc(hidden)]
+    pub fn raw_edit_payload(&self, hash: &Hash32, edit: crate::packs::Edit<'_>) -> Result<usize> {
+        crate::purge::edit_everywhere(self.store(), hash, edit)
     }
 
     /// Overwrites (or, with `None`, removes) the stored bytes of one projection record,
@@ -367,7 +414,7 @@ impl RunHandle {
     pub fn append(&self, events: Vec<Event>) -> Result<Receipt> {
         let commit = Commit {
             items: events.into_iter().map(Item::Event).collect(),
-            payloads: Vec::new(),
+            ..Commit::default()
         };
         self.submit(commit, Durability::Buffered)
     }
@@ -380,7 +427,7 @@ impl RunHandle {
                 node: node.clone(),
                 input,
             }],
-            payloads: Vec::new(),
+            ..Commit::default()
         };
         let receipt = self.submit(commit, Durability::Buffered)?;
         let attempt = receipt

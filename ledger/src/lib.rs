@@ -8,6 +8,7 @@
 //! - [`lineage`]: how an output came to be, from indexes.
 //! - [`export`]: a run's chain as JSON lines, checkable without the ledger.
 //! - [`head`]: heads kept outside the ledger, signed with ed25519.
+//! - [`packs`], [`payload_index`]: payloads stored a commit group at a time, found by hash.
 //! - [`purge`]: purging payload bytes, recorded in a hash-chained purge log.
 //! - [`scratch`]: a ledger that applies the rules in memory and keeps nothing (re-execution).
 //!
@@ -23,6 +24,9 @@ pub mod head;
 pub mod ids;
 pub mod ledger;
 pub mod lineage;
+pub mod packs;
+mod payload_check;
+pub mod payload_index;
 pub mod projection;
 pub mod purge;
 mod records;

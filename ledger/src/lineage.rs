@@ -311,7 +311,7 @@ impl Ledger {
                     row: r,
                     source: rec.source.to_string(),
                     hash: rec.payload.to_hex(),
-                    value: self.payload_value(&rec.payload)?,
+                    value: self.payload_value(run, &rec.payload)?,
                     validation_error: rec.validation_error,
                     seq: rec.seq,
                 });
@@ -442,7 +442,7 @@ impl Ledger {
                 if elsewhere {
                     other_calls += 1;
                 } else {
-                    calls.push(self.call_lineage(i, c)?);
+                    calls.push(self.call_lineage(run, i, c)?);
                 }
             }
         }
@@ -465,9 +465,9 @@ impl Ledger {
             error,
             input_hash: s.input.to_hex(),
             output_hash: output.map(|h| h.to_hex()),
-            input: self.payload_value(&s.input)?,
+            input: self.payload_value(run, &s.input)?,
             output: match output {
-                Some(h) => self.payload_value(&h)?,
+                Some(h) => self.payload_value(run, &h)?,
                 None => None,
             },
             duration_us: s.duration_us,
@@ -479,7 +479,7 @@ impl Ledger {
         })
     }
 
-    fn call_lineage(&self, index: u32, c: CallRec) -> Result<CallLineage> {
+    fn call_lineage(&self, run: &RunId, index: u32, c: CallRec) -> Result<CallLineage> {
         let (status, http_status, error, latency, response) = match &c.completion {
             None => ("pending", None, None, None, None),
             Some(done) => match &done.outcome {
@@ -509,9 +509,9 @@ impl Ledger {
             http_status,
             error,
             latency_us: latency,
-            request: self.payload_value(&c.request)?,
+            request: self.payload_value(run, &c.request)?,
             response: match response {
-                Some(h) => self.payload_value(&h)?,
+                Some(h) => self.payload_value(run, &h)?,
                 None => None,
             },
         })
@@ -568,9 +568,9 @@ impl Ledger {
     }
 
     /// A payload as a value: JSON when it parses, else a string (lossy UTF-8). `None` when
-    /// purged or absent.
-    fn payload_value(&self, hash: &Hash32) -> Result<Option<Value>> {
-        Ok(self.payload(hash)?.map(|bytes| {
+    /// purged or absent. Looked for in the run's own packs first.
+    fn payload_value(&self, run: &RunId, hash: &Hash32) -> Result<Option<Value>> {
+        Ok(self.run_payload(run, hash)?.map(|bytes| {
             serde_json::from_slice(&bytes)
                 .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
         }))

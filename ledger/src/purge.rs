@@ -7,12 +7,16 @@
 //! beside each purged payload holds the purge record's seq, as a fast index only:
 //! verification counts a missing payload as purged only when a record of an intact purge
 //! log names its hash. A tombstone without such a record is tampering (`PAYLOAD_MISSING`).
+//! Payloads stored in packs ([`crate::packs`]) are purged in place: their entry keeps its
+//! hash and loses its bytes, and that purged entry is their tombstone.
 
 use crate::codec;
 use crate::error::{LedgerError, Result};
 use crate::event::Event;
 use crate::ids::{Hash32, RunId};
 use crate::ledger::Ledger;
+use crate::packs;
+use crate::payload_index;
 use crate::projection::{self, RunStatus};
 use crate::store::Store;
 use crate::verify::Head;
@@ -185,6 +189,8 @@ fn purge_in_records(
     }
     let (mut seq, mut prev) = log.head().map_or((0, Hash32::ZERO), |h| (h.count, h.hash));
     let mut batch = sled::Batch::default();
+    // Bytes in packs: every copy, in every run, becomes a purged entry.
+    let in_packs = purge_packs(store, &hashes, &mut batch)?;
     for chunk in hashes.chunks(per_record.max(1)) {
         let record = PurgeRecord {
             at_ms,
@@ -196,16 +202,21 @@ fn purge_in_records(
         let mut framed = Vec::with_capacity(codec::RECORD_HEADER_LEN + body.len());
         let hash = codec::write_record(&mut framed, seq, &prev, &body);
         for h in chunk {
+            // Bytes under a key of their own (stored outside a commit, or before packs):
+            // removed, and a tombstone left in their place. A hash found nowhere gets one
+            // too, so that its absence is accounted for by this record.
             let key = projection::payload_key(h);
-            if store
+            let loose = store
                 .db
                 .contains_key(&key)
-                .map_err(|e| store.storage_err(e))?
-            {
+                .map_err(|e| store.storage_err(e))?;
+            if loose || in_packs.contains(h) {
                 receipt.removed += 1;
             }
-            batch.remove(key);
-            batch.insert(projection::purged_key(h), &seq.to_be_bytes()[..]);
+            if loose || !in_packs.contains(h) {
+                batch.remove(key);
+                batch.insert(projection::purged_key(h), &seq.to_be_bytes()[..]);
+            }
         }
         batch.insert(&record_key(seq)[..], framed);
         receipt.entries.push(PurgeEntry { seq, hash, record });
@@ -218,6 +229,101 @@ fn purge_in_records(
         .map_err(|e| store.storage_err(e))?;
     store.flush()?;
     Ok(receipt)
+}
+
+/// Above this many hashes, a run's packs are all read rather than looked up one hash at a
+/// time through the index.
+const SCAN_PACKS_FROM: usize = 64;
+
+/// Adds to `batch` every pack, of every run, holding live bytes of one of `hashes` (sorted),
+/// rewritten with those entries purged. Returns the hashes that had live bytes.
+fn purge_packs(
+    store: &Store,
+    hashes: &[Hash32],
+    batch: &mut sled::Batch,
+) -> Result<HashSet<Hash32>> {
+    let wanted: HashSet<Hash32> = hashes.iter().copied().collect();
+    let mut removed = HashSet::new();
+    for run in store.run_ids()? {
+        let prefix = packs::pack_prefix(&run);
+        let seqs: Vec<u64> = if hashes.len() > SCAN_PACKS_FROM {
+            let mut all = Vec::new();
+            for item in store.db.scan_prefix(&prefix) {
+                let (key, _) = item.map_err(|e| store.storage_err(e))?;
+                all.extend(packs::pack_seq(&key, &prefix));
+            }
+            all
+        } else {
+            payload_index::packs_holding(store, &run, hashes)?
+        };
+        for seq in seqs {
+            let key = packs::pack_key(&run, seq);
+            let Some(pack) = store.get_raw(&key)? else {
+                continue;
+            };
+            let rewritten = packs::purge_entries(&pack, |h| {
+                let hit = wanted.contains(h);
+                if hit {
+                    removed.insert(*h);
+                }
+                hit
+            })?;
+            if let Some((pack, _)) = rewritten {
+                batch.insert(key, pack);
+            }
+        }
+    }
+    Ok(removed)
+}
+
+/// Edits every stored copy of `hash`'s bytes behind the ledger's back (see
+/// [`Ledger::raw_edit_payload`]). A copy under its own key is replaced or removed; purging
+/// it leaves the tombstone key, as [`purge`] does, but no purge-log record.
+pub(crate) fn edit_everywhere(
+    store: &Store,
+    hash: &Hash32,
+    edit: packs::Edit<'_>,
+) -> Result<usize> {
+    let mut batch = sled::Batch::default();
+    let mut changed = 0;
+    let key = projection::payload_key(hash);
+    if store.get_raw(&key)?.is_some() {
+        changed += 1;
+        match edit {
+            packs::Edit::Keep => changed -= 1,
+            packs::Edit::Replace(bytes) => batch.insert(key, bytes),
+            packs::Edit::Remove => batch.remove(key),
+            packs::Edit::Purge => {
+                batch.remove(key);
+                batch.insert(projection::purged_key(hash), &0u64.to_be_bytes()[..]);
+            }
+        }
+    }
+    for run in store.run_ids()? {
+        for seq in payload_index::packs_holding(store, &run, std::slice::from_ref(hash))? {
+            let key = packs::pack_key(&run, seq);
+            let Some(pack) = store.get_raw(&key)? else {
+                continue;
+            };
+            let edited = packs::rewrite(&pack, |e| {
+                // Only bytes: a purged entry is left as the purge left it.
+                if e.hash == *hash && e.bytes.is_some() {
+                    edit
+                } else {
+                    packs::Edit::Keep
+                }
+            })?;
+            if let Some((pack, n)) = edited {
+                batch.insert(key, pack);
+                changed += n;
+            }
+        }
+    }
+    store
+        .db
+        .apply_batch(batch)
+        .map_err(|e| store.storage_err(e))?;
+    Ok(changed)
 }
 
 /// What `attest purge --payloads --older-than DAYS` chose.

@@ -1,14 +1,17 @@
 //! sled storage: one tree holds a run's log segments, its projections, the run index and
-//! the payload store, under distinct key prefixes (see `projection::tag`). Keeping them in
+//! the payload store (packs and their index), under distinct key prefixes (see
+//! `projection::tag`, [`crate::packs`], [`crate::payload_index`]). Keeping them in
 //! one tree is what lets a commit group be one `apply_batch`: atomic, all or nothing.
 
 use crate::bucket;
 use crate::codec;
 use crate::error::{LedgerError, Result};
 use crate::ids::{Hash32, RunId};
+use crate::payload_index;
 use crate::projection::{self, PKey, PKeyRef, PVal};
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicUsize;
 
 /// Most memory sled may use for cached tree nodes when reading a whole run (verification,
 /// lineage): a cache smaller than the tree makes scans page nodes back in and decode them
@@ -79,6 +82,9 @@ impl<T: StorageCause + ?Sized> StorageCause for &T {
 pub struct Store {
     pub(crate) db: sled::Db,
     pub(crate) path: PathBuf,
+    /// Payload index entries a run collects before they are written as a generation
+    /// ([`payload_index::GENERATION`]; tests lower it to exercise several generations).
+    pub(crate) index_generation: AtomicUsize,
     /// `None` for a temporary store, which no other process can find.
     _lock: Option<File>,
 }
@@ -121,6 +127,7 @@ impl Store {
         Ok(Store {
             db,
             path: dir.to_path_buf(),
+            index_generation: AtomicUsize::new(payload_index::GENERATION),
             _lock: Some(lock),
         })
     }
@@ -140,6 +147,7 @@ impl Store {
         Ok(Store {
             db,
             path,
+            index_generation: AtomicUsize::new(payload_index::GENERATION),
             _lock: None,
         })
     }
@@ -216,10 +224,27 @@ impl Store {
         self.db.insert(bkey, merged).map(|_| ()).map_err(err)
     }
 
+    /// A payload's bytes wherever they are stored: under a key of their own (payloads
+    /// stored outside a commit, and every payload of a ledger written before packs), else
+    /// in any run's packs. `None` when absent or purged.
     pub fn payload(&self, hash: &Hash32) -> Result<Option<Vec<u8>>> {
-        Ok(self
-            .get_raw(&projection::payload_key(hash))?
-            .map(|v| v.to_vec()))
+        if let Some(v) = self.get_raw(&projection::payload_key(hash))? {
+            return Ok(Some(v.to_vec()));
+        }
+        for run in self.run_ids()? {
+            if let payload_index::Found::Live(bytes) = payload_index::find(self, &run, hash)? {
+                return Ok(Some(bytes));
+            }
+        }
+        Ok(None)
+    }
+
+    /// As [`Store::payload`], looking in `run`'s packs first.
+    pub fn run_payload(&self, run: &RunId, hash: &Hash32) -> Result<Option<Vec<u8>>> {
+        match payload_index::find(self, run, hash)? {
+            payload_index::Found::Live(bytes) => Ok(Some(bytes)),
+            _ => self.payload(hash),
+        }
     }
 
     pub fn flush(&self) -> Result<()> {

@@ -11,6 +11,7 @@ use crate::error::{LedgerError, Result};
 use crate::event::Event;
 use crate::ids::{Hash32, RunId};
 use crate::ledger::Ledger;
+use crate::payload_check::{self, PayloadState};
 use crate::projection::{self, PKey};
 use crate::rules::{self, MemProj};
 use crate::store::Store;
@@ -125,7 +126,7 @@ impl VerifyReport {
     }
 }
 
-fn fail(
+pub(crate) fn fail(
     code: FailureCode,
     seq: Option<u64>,
     expected: impl ToString,
@@ -214,20 +215,6 @@ struct ReadEnd {
     failure: Option<Failure>,
 }
 
-/// Where a referenced payload stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum PayloadState {
-    Ok,
-    Purged,
-    Mismatch(Hash32),
-    Missing,
-}
-
-/// Below this many referenced payloads they are looked up one by one; above it the payload
-/// store is read in key order and merged with the sorted references, which costs sled a
-/// fraction of a lookup per payload.
-const SCAN_FROM: usize = 1024;
-
 impl Ledger {
     /// Verifies `run`. Storage errors are errors; integrity failures are in the report.
     ///
@@ -301,9 +288,9 @@ impl Ledger {
         let ranges: Vec<std::sync::Mutex<Option<Result<RangeResult>>>> =
             parts.iter().map(|_| std::sync::Mutex::new(None)).collect();
         let want_payloads = !opts.skip_payloads;
-        let work = |take_payloads: bool| -> Option<Result<Vec<PayloadState>>> {
-            let payloads =
-                (take_payloads && want_payloads).then(|| payload_states(store, &walk.payloads));
+        let work = |take_payloads: bool| -> Option<Result<payload_check::PayloadCheck>> {
+            let payloads = (take_payloads && want_payloads)
+                .then(|| payload_check::check(store, run, &walk.payloads));
             loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let Some((from, to)) = parts.get(i) else {
@@ -337,8 +324,14 @@ impl Ledger {
             report.failure = Some(f);
             return Ok(());
         }
-        if let Some(states) = payloads {
-            let mut states = states?;
+        if let Some(checked) = payloads {
+            let checked = checked?;
+            // The payload index is a projection of the packs: reported with the others.
+            if let Some(f) = checked.index_failure.or(checked.pack_failure) {
+                report.failure = Some(f);
+                return Ok(());
+            }
+            let mut states = checked.states;
             // A tombstone only says where to look: a payload counts as purged when an
             // intact purge-log record made since the run started names it, else it is
             // missing (tampering).
@@ -351,7 +344,7 @@ impl Ledger {
                     }
                 }
             }
-            report.failure = payload_report(&walk.payloads, &states, report);
+            report.failure = payload_check::report(&walk.payloads, &states, report);
         }
         Ok(())
     }
@@ -896,100 +889,6 @@ fn read_log(
     Ok(end)
 }
 
-/// Checks every referenced payload against its hash (or its purge tombstone), answering
-/// for each in the order given.
-fn payload_states(store: &Store, payloads: &[(Hash32, u64)]) -> Result<Vec<PayloadState>> {
-    let check = |hash: &Hash32, bytes: Option<&[u8]>| -> Result<PayloadState> {
-        Ok(match bytes {
-            Some(bytes) => {
-                let found = Hash32::of(bytes);
-                if found == *hash {
-                    PayloadState::Ok
-                } else {
-                    PayloadState::Mismatch(found)
-                }
-            }
-            None => {
-                if store.get_raw(&projection::purged_key(hash))?.is_some() {
-                    PayloadState::Purged
-                } else {
-                    PayloadState::Missing
-                }
-            }
-        })
-    };
-    let mut states = vec![PayloadState::Missing; payloads.len()];
-    let mut order: Vec<usize> = (0..payloads.len()).collect();
-    let mut next = 0;
-    if payloads.len() >= SCAN_FROM {
-        order.sort_unstable_by(|a, b| payloads[*a].0.cmp(&payloads[*b].0));
-        let first = projection::payload_key(&payloads[order[0]].0);
-        let last = projection::payload_key(&payloads[order[order.len() - 1]].0);
-        // The store is shared by every run: when most of what the scan passes belongs to
-        // other runs, it stops paying for itself, and the rest are looked up one by one.
-        let budget = 4 * payloads.len();
-        let mut passed = 0usize;
-        let mut scan = store.db.range(first..=last);
-        let mut current = scan.next().transpose().map_err(|e| store.storage_err(e))?;
-        while next < order.len() && passed <= budget {
-            let i = order[next];
-            let want = projection::payload_key(&payloads[i].0);
-            while let Some((k, _)) = &current {
-                if k.as_ref() >= want.as_slice() {
-                    break;
-                }
-                passed += 1;
-                current = scan.next().transpose().map_err(|e| store.storage_err(e))?;
-            }
-            states[i] = match &current {
-                Some((k, v)) if k.as_ref() == want.as_slice() => check(&payloads[i].0, Some(v))?,
-                _ => check(&payloads[i].0, None)?,
-            };
-            next += 1;
-        }
-    }
-    for &i in &order[next..] {
-        let bytes = store.get_raw(&projection::payload_key(&payloads[i].0))?;
-        states[i] = check(&payloads[i].0, bytes.as_deref())?;
-    }
-    Ok(states)
-}
-
-/// Counts the payload checks and names the first failing payload, in reference order, as
-/// a one-by-one check that stops at the first failure would.
-fn payload_report(
-    payloads: &[(Hash32, u64)],
-    states: &[PayloadState],
-    report: &mut VerifyReport,
-) -> Option<Failure> {
-    for ((hash, seq), state) in payloads.iter().zip(states) {
-        match state {
-            PayloadState::Ok => report.payloads_checked += 1,
-            PayloadState::Purged => report.payloads_purged += 1,
-            PayloadState::Mismatch(found) => {
-                report.payloads_checked += 1;
-                return Some(fail(
-                    FailureCode::PayloadMismatch,
-                    Some(*seq),
-                    hash,
-                    found,
-                    "a stored payload does not hash to its key",
-                ));
-            }
-            PayloadState::Missing => {
-                return Some(fail(
-                    FailureCode::PayloadMissing,
-                    Some(*seq),
-                    hash,
-                    "nothing",
-                    "a referenced payload is gone and no purge was recorded",
-                ))
-            }
-        }
-    }
-    None
-}
-
 fn check_head(walk: &Walk, expected: Head) -> Option<Failure> {
     if walk.events < expected.count {
         return Some(fail(
@@ -1035,21 +934,6 @@ mod tests {
         NodeId::new(s).unwrap()
     }
 
-    /// The one-by-one check the scan must agree with.
-    fn one_by_one(store: &Store, payloads: &[(Hash32, u64)]) -> Vec<PayloadState> {
-        payloads
-            .iter()
-            .map(|(h, _)| match store.payload(h).unwrap() {
-                Some(b) if Hash32::of(&b) == *h => PayloadState::Ok,
-                Some(b) => PayloadState::Mismatch(Hash32::of(&b)),
-                None if store.get_raw(&projection::purged_key(h)).unwrap().is_some() => {
-                    PayloadState::Purged
-                }
-                None => PayloadState::Missing,
-            })
-            .collect()
-    }
-
     /// The observer sees exactly the run's events, in seq order.
     #[test]
     fn verify_observing_hands_on_every_event_in_order() {
@@ -1088,49 +972,6 @@ mod tests {
             assert_eq!(ledger.event_at(run.id(), *seq).unwrap().as_ref(), Some(e));
         }
         assert_eq!(ledger.event_at(run.id(), 303).unwrap(), None);
-    }
-
-    #[test]
-    fn the_payload_scan_agrees_with_one_by_one_lookups() {
-        let dir = tempfile::tempdir().unwrap();
-        let ledger = Ledger::open(dir.path()).unwrap();
-        let db = ledger.raw_db();
-        let mut refs = Vec::new();
-        for i in 0..3000u64 {
-            let bytes = format!("payload {i}").into_bytes();
-            let h = ledger.put_payload(&bytes).unwrap();
-            match i % 100 {
-                7 => {
-                    db.insert(projection::payload_key(&h), &b"forged"[..])
-                        .unwrap();
-                }
-                13 => {
-                    db.remove(projection::payload_key(&h)).unwrap();
-                }
-                21 => {
-                    db.remove(projection::payload_key(&h)).unwrap();
-                    db.insert(projection::purged_key(&h), &[][..]).unwrap();
-                }
-                _ => {}
-            }
-            refs.push((h, i));
-        }
-        // Referenced hashes that were never stored at all.
-        for i in 0..10u64 {
-            refs.push((Hash32::of(format!("absent {i}").as_bytes()), 3000 + i));
-        }
-        let store = ledger.store();
-        let want = one_by_one(store, &refs);
-        assert!(want.iter().any(|s| matches!(s, PayloadState::Mismatch(_))));
-        assert!(want.contains(&PayloadState::Purged));
-        assert!(want.contains(&PayloadState::Missing));
-        assert_eq!(payload_states(store, &refs).unwrap(), want);
-        // Many more payloads belonging to nobody: the scan gives up part way and the rest
-        // are looked up one by one, with the same answers.
-        for i in 0..20_000u64 {
-            ledger.put_payload(format!("other {i}").as_bytes()).unwrap();
-        }
-        assert_eq!(payload_states(store, &refs).unwrap(), want);
     }
 
     /// A run with a few thousand projection records, enough for every comparison range.

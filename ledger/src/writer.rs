@@ -5,11 +5,13 @@
 //!
 //! 1. **Preparing** (`attest-ledger-writer`): drains whatever is waiting (a commit group),
 //!    applies each command's events through the integrity rules in its own transaction,
-//!    and builds the group's sled batch — log segments, changed projections, payloads.
+//!    and builds the group's sled batch — log segments, changed projections, and one
+//!    payload pack per run ([`crate::packs`]).
 //! 2. **Storing** (`attest-ledger-store`): merges the group's changed records into their
-//!    row buckets, writes the group in one sled batch, and makes it durable with one
-//!    fsync when any command in it asked for that. Only then are the group's commands
-//!    answered.
+//!    row buckets, adds a generation of the payload index when one is due
+//!    ([`crate::payload_index`]), writes the group in one sled batch, and makes it durable
+//!    with one fsync when any command in it asked for that. Only then are the group's
+//!    commands answered.
 //!
 //! A command whose events break a rule is answered with the violation and leaves no
 //! trace; the others in its group are unaffected. If storing a group fails, every group
@@ -21,6 +23,8 @@ use crate::codec;
 use crate::error::{violation, LedgerError, Result, Rule};
 use crate::event::Event;
 use crate::ids::{Hash32, NodeId, RunId, StateId, Subject, TokenId};
+use crate::packs::{self, PackBuilder};
+use crate::payload_index;
 use crate::projection::{self, PKey, PKeyRef, PVal, StateRec};
 use crate::rules::{self, Proj, TxProj};
 use crate::store::{StorageCause, Store};
@@ -33,9 +37,33 @@ use std::thread::JoinHandle;
 
 /// Most commands folded into one commit group.
 const MAX_GROUP: usize = 4096;
-/// Projection records kept decoded in memory between groups; past this the cache is
-/// dropped, which bounds the writer's memory whatever the run's size.
+/// Roughly the most bytes (payloads and events) folded into one commit group. A group is
+/// held in memory several times over on its way to storage (commands, records, the sled
+/// batch, groups prepared ahead), so when the writer falls behind and its queue fills,
+/// this rather than [`MAX_GROUP`] bounds the memory it holds.
+const GROUP_BYTES: usize = 1 << 20;
+/// What an event is taken to weigh towards [`GROUP_BYTES`] (a pipeline's events encode to
+/// about 120 bytes as records).
+const EVENT_BYTES: usize = 128;
+/// Most records the change map kept for the next commit may have room for: a pipeline's
+/// commits change a handful.
+const SPARE_LIMIT: usize = 1024;
+/// Projection records kept decoded in memory between groups; past this, the records no
+/// event is expected to change again are dropped (or all, when live ones alone are too
+/// many), which bounds the writer's memory whatever the run's size.
 const CACHE_LIMIT: usize = 20_000;
+/// Most bytes of one stored log segment or pack: a group's records and payloads are cut
+/// into values of about this size. sled 0.34 logs a tree node larger than a quarter of
+/// its 512 KiB segment as a blob file of its own, and its cache then counts that node by
+/// the few bytes of the pointer it logged, not by the node: leaves full of a group's
+/// whole segment or pack (up to a megabyte each) were never evicted, so a run's entire
+/// log and payloads stayed in memory and peak RSS grew with the run (about 1.3 KB a
+/// row). A leaf splits past 16 values, so 17 values of at most 7 KiB (119 KiB) keep
+/// every leaf under the 128 KiB blob threshold, where the cache sees its real size. A
+/// single record or a single commit's payloads larger than this still go in one value.
+/// 7 KiB rather than 4: the append bench took 254-278k events/s against 168-183k with
+/// 4 KiB values (fewer, larger inserts; docs/benchmarks.md).
+const CHUNK_BYTES: usize = 7 * 1024;
 
 /// When a commit is durable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,7 +110,8 @@ pub(crate) enum Cmd {
     Commit {
         run: RunId,
         items: Vec<Item>,
-        payloads: Vec<Vec<u8>>,
+        /// Each payload with its blake3 hash, computed by [`crate::Commit::payload`].
+        payloads: Vec<(Hash32, Vec<u8>)>,
         durability: Durability,
         reply: Sender<Result<Receipt>>,
     },
@@ -129,6 +158,11 @@ struct Prepared {
     batch: sled::Batch,
     /// Changed records of row buckets, by bucket key, each list sorted by suffix.
     buckets: Vec<(Vec<u8>, Vec<bucket::Entry>)>,
+    /// The packs in `batch`, for the payload index: run, pack seq, the hashes in it.
+    packs: Vec<(RunId, u64, Vec<Hash32>)>,
+    /// Runs that ended (finished or were interrupted) in this group: their index is
+    /// brought up to date with it.
+    ended: Vec<RunId>,
     durable: bool,
     replies: Vec<Reply>,
 }
@@ -140,12 +174,17 @@ struct Storer {
     /// Why the last group failed, until the preparing stage resets: groups prepared
     /// after it were checked against state that was never stored.
     poisoned: Option<String>,
+    /// Each run's payload index entries not yet written (see [`payload_index`]).
+    index: HashMap<RunId, payload_index::Pending>,
 }
 
 /// Starts the writer's two threads; commands sent on the returned channel are applied
 /// in order. The handle's thread ends, after storing everything, once every sender is
 /// dropped.
 pub(crate) fn spawn(store: Arc<Store>) -> Result<(Sender<Cmd>, JoinHandle<()>)> {
+    // What a crash left unindexed is indexed before anything new is stored, so the storing
+    // stage starts every run from a complete index.
+    payload_index::index_tails(&store)?;
     let (tx, rx) = crossbeam_channel::unbounded();
     let (to_store, store_rx) = bounded(PREPARED_AHEAD);
     let failed = Arc::new(AtomicBool::new(false));
@@ -153,6 +192,7 @@ pub(crate) fn spawn(store: Arc<Store>) -> Result<(Sender<Cmd>, JoinHandle<()>)> 
         store: store.clone(),
         failed: failed.clone(),
         poisoned: None,
+        index: HashMap::new(),
     };
     let storing = std::thread::Builder::new()
         .name("attest-ledger-store".into())
@@ -182,16 +222,23 @@ pub(crate) fn spawn(store: Arc<Store>) -> Result<(Sender<Cmd>, JoinHandle<()>)> 
 struct GroupRun {
     /// Keys of the records the group changed: only these are encoded and written.
     dirty: HashSet<PKey>,
-    segment: Vec<u8>,
+    /// The group's records, cut into segments of about [`CHUNK_BYTES`], each with the seq
+    /// of its first record.
+    segments: Vec<(u64, Vec<u8>)>,
     first_seq: Option<u64>,
     started: bool,
+    /// The run finished or was interrupted in this group.
+    ended: bool,
+    /// The payloads of the run's accepted commits, cut into packs of about
+    /// [`CHUNK_BYTES`] at commit boundaries, each keyed by the first seq of the first
+    /// commit whose payloads it holds.
+    packs: Vec<(u64, PackBuilder)>,
 }
 
 /// The commands of one commit group, applied and waiting to be written.
 #[derive(Default)]
 struct Group {
     runs: HashMap<RunId, GroupRun>,
-    payloads: Vec<Vec<u8>>,
     durable: bool,
     replies: Vec<Reply>,
 }
@@ -258,9 +305,13 @@ impl Writer {
     fn run(mut self, rx: Receiver<Cmd>) {
         while let Ok(first) = rx.recv() {
             let mut cmds = vec![first];
-            while cmds.len() < MAX_GROUP {
+            let mut bytes = weight(&cmds[0]);
+            while cmds.len() < MAX_GROUP && bytes < GROUP_BYTES {
                 match rx.try_recv() {
-                    Ok(c) => cmds.push(c),
+                    Ok(c) => {
+                        bytes += weight(&c);
+                        cmds.push(c);
+                    }
                     Err(_) => break,
                 }
             }
@@ -299,9 +350,21 @@ impl Writer {
                 } => {
                     let gr = group.runs.entry(run.clone()).or_default();
                     let cache = self.cache.entry(run.clone()).or_default();
-                    let result = apply_commit(&self.store, &run, cache, gr, items, &mut self.spare);
-                    if result.is_ok() {
-                        group.payloads.extend(payloads);
+                    let ends = items.iter().any(|i| {
+                        matches!(
+                            i,
+                            Item::Event(Event::RunFinished { .. } | Event::RunInterrupted { .. })
+                        )
+                    });
+                    let result = match storable(&payloads) {
+                        Ok(()) => {
+                            apply_commit(&self.store, &run, cache, gr, items, &mut self.spare)
+                        }
+                        Err(e) => Err(e),
+                    };
+                    if let Ok(receipt) = &result {
+                        add_payloads(&mut gr.packs, receipt.first_seq, &payloads);
+                        gr.ended |= ends;
                         group.durable |= durability == Durability::Flushed;
                     }
                     group.replies.push(Reply::Commit(reply, result));
@@ -309,11 +372,25 @@ impl Writer {
             }
         }
         self.send_group(group);
+        self.trim_cache();
+    }
+
+    /// Keeps the cache under [`CACHE_LIMIT`]: first by dropping the records that are done
+    /// with (terminal tokens, completed batches and calls, rows, full sink chunks), which a
+    /// pipeline's later events do not touch, else by dropping everything.
+    fn trim_cache(&mut self) {
         let cached: usize = self.cache.values().map(|c| c.len()).sum();
-        if cached > CACHE_LIMIT {
-            // Records leaving the cache must be readable from storage: wait until every
-            // group that changed them is stored.
-            self.sync();
+        if cached <= CACHE_LIMIT {
+            return;
+        }
+        // Records leaving the cache must be readable from storage: wait until every group
+        // that changed them is stored.
+        self.sync();
+        for c in self.cache.values_mut() {
+            c.retain(|_, v| still_changing(v));
+        }
+        let kept: usize = self.cache.values().map(|c| c.len()).sum();
+        if kept > CACHE_LIMIT * 3 / 4 {
             self.cache.clear();
         }
     }
@@ -332,9 +409,16 @@ impl Writer {
             return;
         }
         let prepared = match self.prepare(&mut group) {
-            Ok((batch, buckets)) => Prepared {
+            Ok((batch, buckets, packs)) => Prepared {
                 batch,
                 buckets,
+                packs,
+                ended: group
+                    .runs
+                    .iter()
+                    .filter(|(_, gr)| gr.ended)
+                    .map(|(run, _)| run.clone())
+                    .collect(),
                 durable: group.durable,
                 replies: group.replies,
             },
@@ -356,25 +440,37 @@ impl Writer {
         }
     }
 
-    /// The group's sled batch, and its changed bucket records for the storing stage to
-    /// merge (only it reads buckets, so it always merges into what is stored).
+    /// The group's sled batch, its changed bucket records for the storing stage to merge
+    /// (only it reads buckets, so it always merges into what is stored), and its packs.
     #[allow(clippy::type_complexity)]
     fn prepare(
         &self,
         group: &mut Group,
-    ) -> Result<(sled::Batch, Vec<(Vec<u8>, Vec<bucket::Entry>)>), String> {
+    ) -> Result<
+        (
+            sled::Batch,
+            Vec<(Vec<u8>, Vec<bucket::Entry>)>,
+            Vec<(RunId, u64, Vec<Hash32>)>,
+        ),
+        String,
+    > {
         let mut batch = sled::Batch::default();
         let mut bucket_writes = Vec::new();
-        for bytes in std::mem::take(&mut group.payloads) {
-            let hash = Hash32::of(&bytes);
-            batch.insert(projection::payload_key(&hash), bytes);
-        }
+        let mut pack_list = Vec::new();
         for (run, gr) in group.runs.iter_mut() {
-            let Some(first) = gr.first_seq else { continue };
-            batch.insert(
-                projection::log_key(run, first),
-                std::mem::take(&mut gr.segment),
-            );
+            if gr.first_seq.is_none() {
+                continue;
+            }
+            for (first, segment) in std::mem::take(&mut gr.segments) {
+                batch.insert(projection::log_key(run, first), segment);
+            }
+            for (first, pack) in std::mem::take(&mut gr.packs) {
+                if !pack.is_empty() {
+                    let (pack, hashes) = pack.finish();
+                    batch.insert(packs::pack_key(run, first), pack);
+                    pack_list.push((run.clone(), first, hashes));
+                }
+            }
             if gr.started {
                 batch.insert(projection::run_index_key(run), Vec::new());
             }
@@ -400,7 +496,104 @@ impl Writer {
                 bucket_writes.push((bucket::bucket_key(run, b), changes));
             }
         }
-        Ok((batch, bucket_writes))
+        Ok((batch, bucket_writes, pack_list))
+    }
+}
+
+/// Appends a commit's records (consecutive, as [`apply_items`] wrote them) to the group's
+/// segments, starting a new segment at the record that would take the last one past
+/// [`CHUNK_BYTES`]. Segment boundaries carry no meaning in the format (§3 of
+/// `docs/ledger-format.md`): only the seq of each one's first record.
+fn add_records(segments: &mut Vec<(u64, Vec<u8>)>, first_seq: u64, records: &[u8]) {
+    let mut rest = records;
+    let mut seq = first_seq;
+    while !rest.is_empty() {
+        // The writer framed these records itself a moment ago. Should one not frame, the
+        // rest goes whole into the current segment (verification would report it): never
+        // lost, and never under a key a segment of this group already has.
+        let (len, framed) = match codec::read_segment(rest).next() {
+            Some(Ok(r)) => {
+                seq = r.seq;
+                (codec::RECORD_HEADER_LEN + r.event_bytes.len(), true)
+            }
+            _ => (rest.len(), false),
+        };
+        let (record, tail) = rest.split_at(len.min(rest.len()));
+        match segments.last_mut() {
+            Some((_, seg)) if !framed || seg.len() + record.len() <= CHUNK_BYTES => {
+                seg.extend_from_slice(record)
+            }
+            _ => segments.push((seq, record.to_vec())),
+        }
+        rest = tail;
+    }
+}
+
+/// Adds an accepted commit's payloads to the group's packs: to the last one while they
+/// fit within [`CHUNK_BYTES`], else to a new pack keyed by the commit's first seq (unique:
+/// every commit has at least one record). One commit's payloads are never split.
+fn add_payloads(
+    packs: &mut Vec<(u64, PackBuilder)>,
+    first_seq: u64,
+    payloads: &[(Hash32, Vec<u8>)],
+) {
+    if payloads.is_empty() {
+        return;
+    }
+    let adding: usize = payloads
+        .iter()
+        .map(|(_, b)| packs::ENTRY_HEADER_LEN + b.len())
+        .sum();
+    if packs
+        .last()
+        .is_none_or(|(_, p)| !p.is_empty() && p.len() + adding > CHUNK_BYTES)
+    {
+        packs.push((first_seq, PackBuilder::default()));
+    }
+    if let Some((_, pack)) = packs.last_mut() {
+        for (hash, bytes) in payloads {
+            // Sizes were checked before the commit applied: cannot fail.
+            let _ = pack.add(*hash, bytes);
+        }
+    }
+}
+
+/// What a command is taken to weigh towards [`GROUP_BYTES`].
+fn weight(cmd: &Cmd) -> usize {
+    match cmd {
+        Cmd::Commit {
+            items, payloads, ..
+        } => items.len() * EVENT_BYTES + payloads.iter().map(|(_, b)| b.len()).sum::<usize>(),
+        Cmd::Flush { .. } | Cmd::ClearCache { .. } => 0,
+    }
+}
+
+/// Whether later events are likely to change a record: the cache keeps these when it
+/// must shrink.
+fn still_changing(v: &PVal) -> bool {
+    match v {
+        PVal::Run(_) | PVal::Node(_) => true,
+        PVal::Token(t) => t.terminal.is_none(),
+        PVal::Batch(b) => b.completion.is_none(),
+        PVal::Call(c) => c.completion.is_none(),
+        PVal::SinkChunk(tokens) => (tokens.len() as u64) < projection::SINK_CHUNK,
+        PVal::Edge | PVal::Row(_) | PVal::Member(_) | PVal::Artifact(_) | PVal::Pool(_) => false,
+    }
+}
+
+/// Refuses a commit carrying a payload too large for a pack entry (4 GiB), before it
+/// applies.
+fn storable(payloads: &[(Hash32, Vec<u8>)]) -> Result<()> {
+    match payloads.iter().find(|(_, b)| b.len() >= u32::MAX as usize) {
+        Some((_, b)) => Err(violation(
+            Rule::WellFormed,
+            "PAYLOAD_TOO_LARGE",
+            format!(
+                "a payload of {} bytes (at most 4 GiB - 2 can be stored)",
+                b.len()
+            ),
+        )),
+        None => Ok(()),
     }
 }
 
@@ -415,16 +608,22 @@ impl Storer {
                 StoreCmd::Reset => self.poisoned = None,
             }
         }
+        self.index_everything();
     }
 
     fn write(&mut self, p: Prepared) {
         let written = match &self.poisoned {
-            Some(why) => Err(format!(
-                "an earlier commit group this one depends on was not stored ({why})"
-            )),
-            None => self.store_group(p.batch, p.buckets, p.durable),
+            // A group prepared against one that failed to store fails with that group's
+            // error: it is the cause, and the caller that happens to wait on this group
+            // first (workers, ingestion and the sequencer race) reports the same message
+            // as the one that waits on the failed group itself.
+            Some(why) => Err(why.clone()),
+            None => self.store_group(p.batch, p.buckets, &p.packs, &p.ended, p.durable),
         };
         if let Err(e) = &written {
+            // The pending index entries may name packs that were never stored: start
+            // again from what storage holds.
+            self.index.clear();
             if self.poisoned.is_none() {
                 self.poisoned = Some(e.clone());
                 self.failed.store(true, Ordering::Release);
@@ -433,10 +632,59 @@ impl Storer {
         answer(&self.store, p.replies, &written);
     }
 
+    /// Notes the group's packs in the payload index and adds the generations now due to
+    /// `batch`: a run's when it ended in this group or has [`payload_index::GENERATION`]
+    /// entries waiting (fewer when a test says so).
+    fn index_packs(
+        &mut self,
+        batch: &mut sled::Batch,
+        packs: &[(RunId, u64, Vec<Hash32>)],
+        ended: &[RunId],
+    ) -> Result<()> {
+        for (run, seq, hashes) in packs {
+            if !self.index.contains_key(run) {
+                let loaded = payload_index::Pending::load(&self.store, run)?;
+                self.index.insert(run.clone(), loaded);
+            }
+            if let Some(pending) = self.index.get_mut(run) {
+                pending.add(*seq, hashes);
+                let due = self.store.index_generation.load(Ordering::Relaxed);
+                if pending.len() >= due {
+                    pending.write_generation(run, batch);
+                }
+            }
+        }
+        for run in ended {
+            // Nothing more is appended to a finished run, and an interrupted one starts
+            // again from storage when it resumes.
+            if let Some(mut pending) = self.index.remove(run) {
+                pending.write_generation(run, batch);
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes every run's pending index entries: the writer is stopping.
+    fn index_everything(&mut self) {
+        if self.poisoned.is_some() || self.index.is_empty() {
+            return;
+        }
+        let mut batch = sled::Batch::default();
+        for (run, pending) in self.index.iter_mut() {
+            pending.write_generation(run, &mut batch);
+        }
+        self.index.clear();
+        // Best effort: whatever is not indexed now is indexed when the ledger is next
+        // opened.
+        let _ = self.store.db.apply_batch(batch);
+    }
+
     fn store_group(
-        &self,
+        &mut self,
         mut batch: sled::Batch,
         buckets: Vec<(Vec<u8>, Vec<bucket::Entry>)>,
+        packs: &[(RunId, u64, Vec<Hash32>)],
+        ended: &[RunId],
         durable: bool,
     ) -> Result<(), String> {
         #[cfg(test)]
@@ -445,6 +693,8 @@ impl Storer {
             std::thread::sleep(std::time::Duration::from_millis(50));
             return Err("injected storage failure".into());
         }
+        self.index_packs(&mut batch, packs, ended)
+            .map_err(|e| e.to_string())?;
         for (key, changes) in buckets {
             let old = self.store.get_raw(&key).map_err(|e| e.to_string())?;
             let merged = bucket::merge(old.as_deref(), &changes).map_err(|e| e.to_string())?;
@@ -496,8 +746,12 @@ fn apply_commit(
     let mut segment = Vec::new();
     let (receipt, started) = apply_items(&mut tx, run, items, &mut segment, None)?;
     *spare = tx.commit();
+    if spare.capacity() > SPARE_LIMIT {
+        // One large commit (a sequencer's outcomes) must not pin its table for good.
+        *spare = HashMap::new();
+    }
     gr.first_seq.get_or_insert(receipt.first_seq);
-    gr.segment.extend_from_slice(&segment);
+    add_records(&mut gr.segments, receipt.first_seq, &segment);
     gr.started |= started;
     Ok(receipt)
 }

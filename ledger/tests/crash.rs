@@ -168,10 +168,8 @@ fn child_process_appends_until_killed() {
     };
     let rr = ledger.run_record(&id).unwrap().unwrap();
     if rr.next_seq == 1 {
-        let commit = Commit {
-            items: nodes().into_iter().map(Item::Event).collect(),
-            payloads: Vec::new(),
-        };
+        let mut commit = Commit::new();
+        commit.items = nodes().into_iter().map(Item::Event).collect();
         run.submit(commit, Durability::Flushed)
             .expect("child: register nodes");
     }

@@ -4,6 +4,7 @@
 
 mod common;
 
+use attest_ledger::packs::Edit;
 use attest_ledger::verify::{FailureCode, VerifyOptions};
 use attest_ledger::*;
 use common::*;
@@ -100,12 +101,27 @@ fn a_payload_removed_without_a_recorded_purge_is_missing() {
     let h = finished_run(&ledger, "r", 1, &["a", "b"]);
     ledger.purge_payloads(&[h[0]], "retention", 10).unwrap();
     // Row 1's payload deleted and given a tombstone by hand: no record names it.
-    let db = ledger.raw_db();
-    db.remove(projection::payload_key(&h[1])).unwrap();
-    db.insert(projection::purged_key(&h[1]), &0u64.to_be_bytes()[..])
+    assert_eq!(ledger.raw_edit_payload(&h[1], Edit::Remove).unwrap(), 1);
+    ledger
+        .raw_db()
+        .insert(projection::purged_key(&h[1]), &0u64.to_be_bytes()[..])
         .unwrap();
     let report = verify(&ledger, "r");
     let f = report.failure.expect("tampering is caught");
+    assert_eq!(f.code, FailureCode::PayloadMissing);
+    assert_eq!(f.expected, h[1].to_hex());
+}
+
+#[test]
+fn a_payload_purged_in_its_pack_without_a_recorded_purge_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(dir.path()).unwrap();
+    let h = finished_run(&ledger, "r", 1, &["a", "b"]);
+    ledger.purge_payloads(&[h[0]], "retention", 10).unwrap();
+    // Row 1's bytes dropped from its pack as a purge would, with no record naming it.
+    assert_eq!(ledger.raw_edit_payload(&h[1], Edit::Purge).unwrap(), 1);
+    assert_eq!(ledger.payload(&h[1]).unwrap(), None);
+    let f = verify(&ledger, "r").failure.expect("tampering is caught");
     assert_eq!(f.code, FailureCode::PayloadMissing);
     assert_eq!(f.expected, h[1].to_hex());
 }
@@ -129,7 +145,7 @@ fn an_edited_purge_record_stops_vouching_for_its_purges() {
     framed[..4].copy_from_slice(&(new_body.len() as u32).to_le_bytes());
     framed.extend_from_slice(&new_body);
     db.insert(purge_key(0), framed).unwrap();
-    db.remove(projection::payload_key(&h[1])).unwrap();
+    assert_eq!(ledger.raw_edit_payload(&h[1], Edit::Remove).unwrap(), 1);
 
     let log = ledger.purge_log().unwrap();
     assert_eq!(log.broken.as_ref().map(|b| b.0), Some(0));
@@ -164,7 +180,7 @@ fn a_forged_record_appended_out_of_chain_is_ignored() {
     codec::write_record(&mut framed, 1, &Hash32::ZERO, &body);
     let db = ledger.raw_db();
     db.insert(purge_key(1), framed).unwrap();
-    db.remove(projection::payload_key(&h[1])).unwrap();
+    assert_eq!(ledger.raw_edit_payload(&h[1], Edit::Remove).unwrap(), 1);
     let log = ledger.purge_log().unwrap();
     assert_eq!(log.entries.len(), 1);
     assert_eq!(log.broken.as_ref().map(|b| b.0), Some(1));
@@ -209,10 +225,7 @@ fn a_purge_from_before_a_run_does_not_excuse_that_runs_missing_payload() {
     assert!(ledger.payload(&new[0]).unwrap().is_some());
     assert!(verify(&ledger, "new").ok());
     // Deleted again without a purge: the old purge names the hash but predates the run.
-    ledger
-        .raw_db()
-        .remove(projection::payload_key(&new[0]))
-        .unwrap();
+    assert_eq!(ledger.raw_edit_payload(&new[0], Edit::Remove).unwrap(), 1);
     let f = verify(&ledger, "new").failure.expect("caught");
     assert_eq!(f.code, FailureCode::PayloadMissing);
     let report = verify(&ledger, "old");

@@ -364,9 +364,10 @@ struct Step {
 impl Step {
     fn events(events: Vec<Event>) -> Step {
         Step {
-            commit: Commit {
-                items: events.iter().cloned().map(Item::Event).collect(),
-                payloads: Vec::new(),
+            commit: {
+                let mut c = Commit::new();
+                c.items = events.iter().cloned().map(Item::Event).collect();
+                c
             },
             events,
             allocated: Vec::new(),
@@ -607,14 +608,11 @@ impl Sim {
                 ..Step::events(vec![event]).via(Via::OpenState)
             },
             1 => Step {
-                commit: Commit {
-                    items: vec![Item::OpenState {
-                        subject,
-                        node,
-                        input,
-                    }],
-                    payloads: Vec::new(),
-                },
+                commit: Commit::of(vec![Item::OpenState {
+                    subject,
+                    node,
+                    input,
+                }]),
                 events: vec![event],
                 allocated: vec![attempt],
                 via: Via::Submit(Durability::Buffered),
@@ -688,9 +686,10 @@ impl Sim {
             },
             // Ready-made events with the right index: accepted as well.
             1 => Step {
-                commit: Commit {
-                    items: events.iter().cloned().map(Item::Event).collect(),
-                    payloads: commit.payloads,
+                commit: {
+                    let mut c = commit;
+                    c.items = events.iter().cloned().map(Item::Event).collect();
+                    c
                 },
                 events,
                 allocated: Vec::new(),
@@ -716,9 +715,10 @@ impl Sim {
                     })
                     .collect();
                 Step {
-                    commit: Commit {
-                        items,
-                        payloads: commit.payloads,
+                    commit: {
+                        let mut c = commit;
+                        c.items = items;
+                        c
                     },
                     events,
                     allocated,
@@ -2529,10 +2529,7 @@ impl Sim {
                 return;
             }
             (Action::Events(events), _) => {
-                let commit = Commit {
-                    items: events.into_iter().map(Item::Event).collect(),
-                    payloads: Vec::new(),
-                };
+                let commit = Commit::of(events.into_iter().map(Item::Event).collect());
                 refused(
                     self.run
                         .submit(commit, Durability::Buffered)

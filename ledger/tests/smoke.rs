@@ -432,10 +432,12 @@ fn purged_payloads_keep_their_hashes_and_the_run_still_verifies() {
     let other = ledger.put_payload(b"config bytes").unwrap();
     assert_ne!(other, h);
     let cfg = ledger.run_record(run.id()).unwrap().unwrap().config_hash;
-    ledger
-        .raw_db()
-        .remove(attest_ledger::projection::payload_key(&cfg))
-        .unwrap();
+    assert_eq!(
+        ledger
+            .raw_edit_payload(&cfg, attest_ledger::packs::Edit::Remove)
+            .unwrap(),
+        1
+    );
     let tampered = ledger.verify(run.id(), &VerifyOptions::default()).unwrap();
     assert_eq!(
         tampered.failure.unwrap().code,

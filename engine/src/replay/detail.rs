@@ -24,7 +24,7 @@
 use crate::run::io::SourceRecord;
 use crate::run::EngineError;
 use crate::value::{Map, Value};
-use attest_ledger::{Commit, Event, Ledger};
+use attest_ledger::{Commit, Event};
 
 /// The shape of `v` (see the module documentation).
 pub fn shape(v: &Value) -> Value {
@@ -157,7 +157,6 @@ impl DetailRecorder {
     /// Adds `row`'s detail to `commit` (after its `RowIngested`) if it needs one.
     pub fn record(
         &mut self,
-        ledger: &Ledger,
         commit: &mut Commit,
         row: u64,
         record: &SourceRecord,
@@ -182,7 +181,7 @@ impl DetailRecorder {
         if detail.is_empty() {
             return Ok(());
         }
-        let detail = ledger.put_value(&Value::Object(detail))?;
+        let detail = commit.value(&Value::Object(detail))?;
         commit.push(Event::RowDetail { row, detail });
         Ok(())
     }
@@ -287,7 +286,6 @@ mod tests {
     /// quarantined row; each detail reads back to what was recorded.
     #[test]
     fn details_are_recorded_where_needed_and_read_back() {
-        let ledger = Ledger::scratch(Box::new(|_, _, _| {})).unwrap();
         let mut recorder = DetailRecorder::new();
         let rows = [
             (json!({"a": 1, "b": 2}), false),
@@ -300,10 +298,13 @@ mod tests {
         for (i, (raw, quarantined)) in rows.into_iter().enumerate() {
             let mut commit = Commit::new();
             recorder
-                .record(&ledger, &mut commit, i as u64, &record(raw, quarantined))
+                .record(&mut commit, i as u64, &record(raw, quarantined))
                 .unwrap();
+            let carried: Vec<attest_ledger::Hash32> = commit.payloads().map(|(h, _)| *h).collect();
             for item in commit.items {
-                if let attest_ledger::Item::Event(Event::RowDetail { row, .. }) = item {
+                if let attest_ledger::Item::Event(Event::RowDetail { row, detail }) = item {
+                    // The detail's bytes travel in the commit that references them.
+                    assert_eq!(carried, [detail], "row {row}");
                     recorded.push(row);
                 }
             }

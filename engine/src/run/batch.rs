@@ -216,7 +216,7 @@ impl Batches {
             )));
         };
         let rows: Vec<Row> = batch.members.iter().map(|t| t.row.clone()).collect();
-        let input = w.payloads().store_value(&Value::Array(
+        let input = w.store_value(&Value::Array(
             rows.iter().cloned().map(Value::Object).collect(),
         ))?;
         // One attempt: aggregations are not retried. An attempt the record closed as
@@ -265,7 +265,7 @@ impl Batches {
                 });
         match result {
             Ok(out) => {
-                let output = w.payloads().store_value(&Value::Array(
+                let output = w.store_value(&Value::Array(
                     out.iter().cloned().map(Value::Object).collect(),
                 ))?;
                 w.commit.push(Event::StateClosed {

@@ -548,8 +548,8 @@ fn read_chunks(
                     // they are recorded once. Its reader records its first row's field
                     // order afresh (`DetailRecorder`).
                     if row >= ingested {
-                        worker::ingest(plan, run.ledger(), &mut commit, row, &rec)?;
-                        details.record(run.ledger(), &mut commit, row, &rec)?;
+                        worker::ingest(plan, &mut commit, row, &rec)?;
+                        details.record(&mut commit, row, &rec)?;
                     }
                     chunk.push(rec);
                 }

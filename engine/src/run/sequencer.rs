@@ -348,8 +348,7 @@ impl<'a> Sequencer<'a> {
         self.unanswered.add(unanswered);
         // Gathered across rows and committed with the next checkpoint: after the commits
         // of the rows it follows (already sent) and before the outcomes that depend on it.
-        self.structural.items.extend(commit.items);
-        self.structural.payloads.extend(commit.payloads);
+        self.structural.append(commit);
         self.failed += failed;
         self.discarded += discarded;
         for d in deliveries {

@@ -135,52 +135,55 @@ pub struct RowResult {
     pub unanswered: Unanswered,
 }
 
-/// Stores a row's canonical bytes in the payload store unless it is the value stored last.
+/// Adds a row's canonical bytes to the commit being built, unless they are the value
+/// added last.
 ///
-/// Payloads are written by the worker itself, before it sends the commit that references
-/// them: they are content-addressed (writing one twice changes nothing), the write happens
-/// before the commit reaches the writer so storage orders it first, and it keeps the one
-/// writer thread free for the log and projections.
-pub(crate) struct Payloads<'a> {
-    ledger: &'a attest_ledger::Ledger,
+/// Payloads travel inside the commit that references them and the ledger stores them in
+/// the same atomic write, a commit group's payloads together (`attest_ledger::packs`):
+/// a worker writes nothing to storage itself.
+#[derive(Default)]
+pub(crate) struct Payloads {
     last: Option<Hash32>,
 }
 
-impl<'a> Payloads<'a> {
-    pub(crate) fn new(ledger: &'a attest_ledger::Ledger) -> Self {
-        Payloads { ledger, last: None }
+impl Payloads {
+    /// Adds any value (a batch's rows, an expansion's outputs).
+    pub(crate) fn store_value(
+        &mut self,
+        commit: &mut Commit,
+        value: &Value,
+    ) -> Result<Hash32, EngineError> {
+        Ok(commit.value(value)?)
     }
 
-    /// Stores any value (a batch's rows, an expansion's outputs).
-    pub(crate) fn store_value(&mut self, value: &Value) -> Result<Hash32, EngineError> {
-        Ok(self.ledger.put_value(value)?)
-    }
-
-    pub(crate) fn store_row(&mut self, row: &Row) -> Result<Hash32, EngineError> {
+    pub(crate) fn store_row(
+        &mut self,
+        commit: &mut Commit,
+        row: &Row,
+    ) -> Result<Hash32, EngineError> {
         let bytes = attest_ledger::canonical::object_to_canonical_bytes(row)
             .map_err(|e| EngineError::Ledger(e.into()))?;
         let hash = Hash32::of(&bytes);
         if self.last != Some(hash) {
-            self.ledger.put_payload(&bytes)?;
+            commit.payload(bytes);
             self.last = Some(hash);
         }
         Ok(hash)
     }
 }
 
-/// Adds the ingestion of a source record to `commit`. The source reader records rows
-/// itself, in source order, so row indices in the ledger are contiguous and a gap would
-/// mean a lost row.
+/// Adds the ingestion of a source record, and its payload, to `commit`. The source reader
+/// records rows itself, in source order, so row indices in the ledger are contiguous and a
+/// gap would mean a lost row.
 pub fn ingest(
     plan: &Plan,
-    ledger: &attest_ledger::Ledger,
     commit: &mut Commit,
     row_index: u64,
     record: &SourceRecord,
 ) -> Result<(), EngineError> {
     let bytes = attest_ledger::canonical::to_canonical_bytes(&record.raw)
         .map_err(|e| EngineError::Ledger(e.into()))?;
-    let payload = ledger.put_payload(&bytes)?;
+    let payload = commit.payload(bytes);
     commit.push(Event::RowIngested {
         row: row_index,
         source: plan.source.id.clone(),
@@ -366,7 +369,7 @@ pub struct Walker<'a> {
     /// Commits sent before `commit` (a calling plugin's state, its calls' completions),
     /// not yet confirmed: whoever sends `commit` checks them after it.
     pub unconfirmed: Vec<attest_ledger::Pending>,
-    payloads: Payloads<'a>,
+    payloads: Payloads,
     pub deliveries: Vec<Delivery>,
     pub held: Vec<Held>,
     pub failed: u64,
@@ -385,7 +388,7 @@ impl<'a> Walker<'a> {
             reuse_answers: false,
             commit: Commit::new(),
             unconfirmed: Vec::new(),
-            payloads: Payloads::new(run.ledger()),
+            payloads: Payloads::default(),
             deliveries: Vec::new(),
             held: Vec::new(),
             failed: 0,
@@ -412,8 +415,9 @@ impl<'a> Walker<'a> {
         self
     }
 
-    pub(crate) fn payloads(&mut self) -> &mut Payloads<'a> {
-        &mut self.payloads
+    /// Adds a value's canonical form to the walk's commit; returns its hash.
+    pub(crate) fn store_value(&mut self, value: &Value) -> Result<Hash32, EngineError> {
+        self.payloads.store_value(&mut self.commit, value)
     }
 
     /// Sends `commit` as the walk's recording says; `None` when nothing was sent. A
@@ -539,7 +543,7 @@ impl<'a> Walker<'a> {
             }
             let in_hash = match input {
                 Some(h) => h,
-                None => self.payloads.store_row(&token.row)?,
+                None => self.payloads.store_row(&mut self.commit, &token.row)?,
             };
             let flow = match &node.exec {
                 NodeExec::Transform {
@@ -602,8 +606,8 @@ impl<'a> Walker<'a> {
         output: &Row,
     ) -> Result<(), EngineError> {
         let started = Instant::now();
-        let input = self.payloads.store_value(input)?;
-        let output = self.payloads.store_row(output)?;
+        let input = self.payloads.store_value(&mut self.commit, input)?;
+        let output = self.payloads.store_row(&mut self.commit, output)?;
         let state = StateId {
             subject: Subject::Token(token.clone()),
             node: node.clone(),
@@ -692,7 +696,7 @@ impl<'a> Walker<'a> {
             };
             match result {
                 Ok(out) => {
-                    let out_hash = self.payloads.store_row(&out)?;
+                    let out_hash = self.payloads.store_row(&mut self.commit, &out)?;
                     self.close(&state, StateResult::Completed { output: out_hash }, started);
                     token.row = out;
                     return Ok(Flow::Next(on_success.clone(), out_hash));
@@ -847,7 +851,7 @@ impl<'a> Walker<'a> {
         match rows {
             Ok(rows) => {
                 let out = Value::Array(rows.iter().cloned().map(Value::Object).collect());
-                let out_hash = self.payloads.store_value(&out)?;
+                let out_hash = self.payloads.store_value(&mut self.commit, &out)?;
                 self.close(&state, StateResult::Completed { output: out_hash }, started);
                 let children: Vec<TokenId> = (0..rows.len() as u64)
                     .map(|i| TokenId::expanded(&token.id, i))
