@@ -458,6 +458,57 @@ fn reexecutes(ledger: &Ledger, run: &RunId) {
     assert!(r.comparison.as_ref().is_some_and(|c| c.compared > 0));
 }
 
+/// A run stopped after 10 rows, and what a crash in the middle of its next row would
+/// leave: `events` opens the resume and ingests row `next`, and `commit` is that row's
+/// walk, for a test to record all or part of (altered or not) before it resumes.
+struct NextRow {
+    id: RunId,
+    next: u64,
+    loaded: attest_engine::build::Loaded,
+    plan: attest_engine::plan::Plan,
+    handle: attest_ledger::RunHandle,
+    commit: attest_ledger::Commit,
+    events: Vec<attest_ledger::Event>,
+}
+
+fn stopped_before_next_row(c: &Case, ledger: &Ledger) -> NextRow {
+    use attest_ledger::Event;
+    let (id, status) = run(c, ledger, Some(10));
+    assert_eq!(status, RunStatus::Interrupted);
+    let next = ledger.run_record(&id).unwrap().unwrap().rows;
+    let loaded = load(c);
+    let plan = attest_engine::build::plan(&loaded.config).unwrap();
+    let mut source = open_source(&loaded.config).unwrap().source;
+    let record = (0..=next)
+        .filter_map(|_| source.next_record())
+        .last()
+        .unwrap()
+        .unwrap();
+    let payload = ledger.put_value(&record.raw).unwrap();
+    let handle = ledger.run(&id).unwrap();
+    let (commit, _) =
+        attest_engine::run::worker::walk_record(&plan, &handle, next, record).unwrap();
+    let events = vec![
+        Event::RunResumed {
+            reason: "test".into(),
+        },
+        Event::RowIngested {
+            row: next,
+            source: plan.source.id.clone(),
+            payload,
+        },
+    ];
+    NextRow {
+        id,
+        next,
+        loaded,
+        plan,
+        handle,
+        commit,
+        events,
+    }
+}
+
 #[test]
 fn a_state_left_open_is_closed_as_interrupted_and_run_again_as_the_next_attempt() {
     // What a crash while a node calls out leaves: its row's events up to the state's
@@ -476,32 +527,16 @@ fn a_state_left_open_is_closed_as_interrupted_and_run_again_as_the_next_attempt(
     let dir = tempfile::tempdir().unwrap();
     let c = case(dir.path(), "threshold-gate", 100, &|t| t);
     let ledger = Ledger::open(dir.path().join("ledger")).unwrap();
-    let (id, status) = run(&c, &ledger, Some(10));
-    assert_eq!(status, RunStatus::Interrupted);
-    let next = ledger.run_record(&id).unwrap().unwrap().rows;
     // Row `next`'s walk, recorded up to its first state's opening.
-    let loaded = load(&c);
-    let plan = attest_engine::build::plan(&loaded.config).unwrap();
-    let mut source = open_source(&loaded.config).unwrap().source;
-    let record = (0..=next)
-        .filter_map(|_| source.next_record())
-        .last()
-        .unwrap()
-        .unwrap();
-    let payload = ledger.put_value(&record.raw).unwrap();
-    let handle = ledger.run(&id).unwrap();
-    let (commit, _) =
-        attest_engine::run::worker::walk_record(&plan, &handle, next, record).unwrap();
-    let mut events = vec![
-        Event::RunResumed {
-            reason: "test".into(),
-        },
-        Event::RowIngested {
-            row: next,
-            source: plan.source.id.clone(),
-            payload,
-        },
-    ];
+    let NextRow {
+        id,
+        next,
+        loaded: _,
+        plan,
+        handle,
+        commit,
+        mut events,
+    } = stopped_before_next_row(&c, &ledger);
     for item in commit.items {
         let Item::Event(e) = item else { continue };
         let opened = matches!(e, Event::StateOpened { .. });
@@ -565,32 +600,16 @@ fn a_row_recorded_with_another_result_fails_the_resumed_run() {
     let dir = tempfile::tempdir().unwrap();
     let c = case(dir.path(), "threshold-gate", 60, &|t| t);
     let ledger = Ledger::open(dir.path().join("ledger")).unwrap();
-    let (id, status) = run(&c, &ledger, Some(10));
-    assert_eq!(status, RunStatus::Interrupted);
-    let next = ledger.run_record(&id).unwrap().unwrap().rows;
     // Row `next` as the input has it, and its walk with the transform's output altered.
-    let loaded = load(&c);
-    let plan = attest_engine::build::plan(&loaded.config).unwrap();
-    let mut source = open_source(&loaded.config).unwrap().source;
-    let record = (0..=next)
-        .filter_map(|_| source.next_record())
-        .last()
-        .unwrap()
-        .unwrap();
-    let payload = ledger.put_value(&record.raw).unwrap();
-    let handle = ledger.run(&id).unwrap();
-    let (commit, _) =
-        attest_engine::run::worker::walk_record(&plan, &handle, next, record).unwrap();
-    let mut events = vec![
-        Event::RunResumed {
-            reason: "test".into(),
-        },
-        Event::RowIngested {
-            row: next,
-            source: plan.source.id.clone(),
-            payload,
-        },
-    ];
+    let NextRow {
+        id,
+        next,
+        loaded,
+        plan,
+        handle,
+        commit,
+        mut events,
+    } = stopped_before_next_row(&c, &ledger);
     let mut altered = false;
     for item in commit.items {
         let Item::Event(mut e) = item else { continue };
@@ -610,7 +629,7 @@ fn a_row_recorded_with_another_result_fails_the_resumed_run() {
     events.push(Event::RunInterrupted {
         reason: "test".into(),
     });
-    ledger.run(&id).unwrap().append(events).unwrap();
+    handle.append(events).unwrap();
 
     let stopped = resume::find_stop(&plan, &ledger, &id).unwrap();
     let opened = open_source(&loaded.config).unwrap();
