@@ -215,9 +215,12 @@ pub(crate) enum Begin {
 /// workers a permit given back stays idle while its worker prepares the next row, and
 /// every row's fsync adds to the cycle; with these extra workers a row's fsync overlaps
 /// other rows' calls, and the pool's permits still bound what is in flight.
-/// `docs/benchmarks.md` (issue 7) has the figures that chose half.
+/// `docs/benchmarks.md` (issue 7) has the figures that chose half. Rounded down, so that
+/// a pool of one with `max_workers: 1` still runs one row at a time: the Nth call is then
+/// always the same one, which crash reproduction (`tests/e2e/resume_calls.rs`) and anyone
+/// debugging a pipeline rely on.
 pub(crate) fn call_workers(in_flight: usize) -> usize {
-    in_flight.saturating_add(in_flight.div_ceil(2))
+    in_flight.saturating_add(in_flight / 2)
 }
 
 pub(crate) fn drive(
