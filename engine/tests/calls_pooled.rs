@@ -3,8 +3,9 @@
 //! rows each call under their own state (seed 001), `llm_batch` calls all sit under the
 //! batch's one state (seed 003), a multi-query row's calls share one state's indices
 //! (seed 004), AIMD against a burst of 429s with its statistics in the ledger, the
-//! capacity deadline, every failure kind recorded, and re-execution that answers every
-//! call, capacity retries included, from the record and sends nothing.
+//! capacity deadline, every failure kind recorded, re-execution that answers every
+//! call, capacity retries included, from the record and sends nothing, and requests
+//! recorded (durably, before they are sent) while the pool is full.
 
 mod support;
 

@@ -81,7 +81,7 @@ impl RunStatus {
 pub struct RunOptions {
     /// Worker threads; a plan whose calling transforms need more rows in flight
     /// ([`Plan::call_concurrency`]) gets that many and half as many again instead
-    /// ([`call_workers`]).
+    /// (`call_workers`).
     pub workers: usize,
     /// Answers the plugins' external calls: live by default; from a record to re-execute.
     pub calls: Arc<dyn crate::calls::CallBackend>,
