@@ -3,8 +3,9 @@
 //! rows each call under their own state (seed 001), `llm_batch` calls all sit under the
 //! batch's one state (seed 003), a multi-query row's calls share one state's indices
 //! (seed 004), AIMD against a burst of 429s with its statistics in the ledger, the
-//! capacity deadline, every failure kind recorded, and re-execution that answers every
-//! call, capacity retries included, from the record and sends nothing.
+//! capacity deadline, every failure kind recorded, re-execution that answers every
+//! call, capacity retries included, from the record and sends nothing, and requests
+//! recorded (durably, before they are sent) while the pool is full.
 
 mod support;
 
@@ -912,5 +913,107 @@ fn attest_replay_re_executes_pooled_runs_with_capacity_retries_without_divergenc
                 );
             }
         }
+    }
+}
+
+/// Holds every call until released (then sends it to the live server), counting the
+/// calls being answered at once.
+struct HeldCalls {
+    live: LiveBackend,
+    released: std::sync::Mutex<bool>,
+    release: std::sync::Condvar,
+    in_flight: std::sync::atomic::AtomicUsize,
+    max_in_flight: std::sync::atomic::AtomicUsize,
+}
+
+impl CallBackend for HeldCalls {
+    fn perform(
+        &self,
+        key: attest_engine::calls::CallKey<'_>,
+        request: &attest_engine::calls::Prepared,
+    ) -> Result<attest_engine::calls::Answer, attest_engine::calls::BackendError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let now = self.in_flight.fetch_add(1, SeqCst) + 1;
+        self.max_in_flight.fetch_max(now, SeqCst);
+        let mut released = self.released.lock().unwrap();
+        while !*released {
+            released = self.release.wait(released).unwrap();
+        }
+        drop(released);
+        let answer = self.live.perform(key, request);
+        self.in_flight.fetch_sub(1, SeqCst);
+        answer
+    }
+}
+
+/// Rows whose call 0 at `ask` is recorded in the ledger's storage.
+fn rows_with_recorded_request(ledger: &Ledger, n: u64) -> usize {
+    let Some(run) = ledger.latest_run().unwrap() else {
+        return 0;
+    };
+    (0..n)
+        .filter(|&row| {
+            let state = StateId {
+                subject: Subject::Token(TokenId::for_row(row)),
+                node: NodeId::new("ask").unwrap(),
+                attempt: 1,
+            };
+            ledger.call_record(&run.run, &state, 0).unwrap().is_some()
+        })
+        .count()
+}
+
+/// The write-ahead record of a request (an fsync) is made outside the pool: while
+/// `pool_size` calls are out and held there, more rows get their requests recorded, ready
+/// to go the moment a permit is given back, and still no more than `pool_size` calls are
+/// ever in flight. With only `pool_size` workers no further request would be recorded
+/// until a call came back, and each row's fsync would sit between one call and the next.
+#[test]
+fn requests_are_made_durable_while_the_pool_is_full() {
+    use std::sync::atomic::Ordering::SeqCst;
+    for round in 0..5 {
+        let server = FakeLlm::start();
+        let n = 24u64;
+        let p = Pipeline::numbered(n);
+        let ledger = Ledger::open(p.path("ledger")).unwrap();
+        let yaml = p.llm_yaml(&server.url(), ", pool_size: 4", 2);
+        let held = Arc::new(HeldCalls {
+            live: LiveBackend::new(),
+            released: std::sync::Mutex::new(false),
+            release: std::sync::Condvar::new(),
+            in_flight: Default::default(),
+            max_in_flight: Default::default(),
+        });
+        let backend: Arc<dyn CallBackend> = held.clone();
+        let summary = std::thread::scope(|s| {
+            // One worker asked for: the pool's own need decides.
+            let run = s.spawn(|| p.run_with_workers(&yaml, &KEY, &ledger, Some(backend), 1));
+            // Hang guard only: the condition is normally met within milliseconds.
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            let mut recorded = 0;
+            while std::time::Instant::now() < deadline {
+                recorded = rows_with_recorded_request(&ledger, n);
+                if held.in_flight.load(SeqCst) == 4 && recorded >= 6 {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let in_flight = held.in_flight.load(SeqCst);
+            *held.released.lock().unwrap() = true;
+            held.release.notify_all();
+            let summary = run.join().unwrap();
+            assert_eq!(in_flight, 4, "round {round}: calls held in the pool");
+            assert_eq!(
+                recorded, 6,
+                "round {round}: requests recorded while the pool was full \
+                 (pool_size 4 and half as many again)"
+            );
+            summary
+        });
+        completed(&summary);
+        assert_eq!(summary.sinks[0].1, n, "round {round}");
+        assert_eq!(held.max_in_flight.load(SeqCst), 4, "round {round}");
+        assert_eq!(server.requests(), n, "round {round}");
+        verified(&ledger, &summary.run_id);
     }
 }

@@ -34,7 +34,9 @@
 //! threads. A worker blocks on its row's results either way, so a standing pool would add
 //! two thread hand-offs per call and nothing else: rows are already in flight together
 //! because the engine's workers call the executor at the same time, and `pool_size`
-//! workers calling at once fill the pool. Only a batch of several items needs more
+//! workers calling at once fill the pool. (The run gives a calling plan half as many
+//! workers again, `run::call_workers`, so that rows preparing and recording their requests
+//! outside the pool do not leave its permits idle.) Only a batch of several items needs more
 //! threads, and it gets up to `pool_size - 1` helpers scoped to the call, which can
 //! borrow the call's function and queue directly. `docs/benchmarks.md` has the figures.
 //!

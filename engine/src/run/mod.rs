@@ -80,7 +80,8 @@ impl RunStatus {
 
 pub struct RunOptions {
     /// Worker threads; a plan whose calling transforms need more rows in flight
-    /// ([`Plan::call_concurrency`]) gets that many instead.
+    /// ([`Plan::call_concurrency`]) gets that many and half as many again instead
+    /// (`call_workers`).
     pub workers: usize,
     /// Answers the plugins' external calls: live by default; from a record to re-execute.
     pub calls: Arc<dyn crate::calls::CallBackend>,
@@ -207,6 +208,21 @@ pub(crate) enum Begin {
 
 /// Runs a started run from `source` to its end. `source` yields the row at the
 /// sequencer's starting point first (row 0 for a new run).
+/// Workers for a plan whose calling transforms keep up to `in_flight` calls in flight:
+/// that many rows waiting on their answers, and half as many again getting their next
+/// request ready outside the pool (template, redaction, and the request's durable record,
+/// which costs an fsync before it may be sent: `calls::context`). With only `in_flight`
+/// workers a permit given back stays idle while its worker prepares the next row, and
+/// every row's fsync adds to the cycle; with these extra workers a row's fsync overlaps
+/// other rows' calls, and the pool's permits still bound what is in flight.
+/// `docs/benchmarks.md` (issue 7) has the figures that chose half. Rounded down, so that
+/// a pool of one with `max_workers: 1` still runs one row at a time: the Nth call is then
+/// always the same one, which crash reproduction (`tests/e2e/resume_calls.rs`) and anyone
+/// debugging a pipeline rely on.
+pub(crate) fn call_workers(in_flight: usize) -> usize {
+    in_flight.saturating_add(in_flight / 2)
+}
+
 pub(crate) fn drive(
     plan: &Plan,
     run: &attest_ledger::RunHandle,
@@ -218,8 +234,11 @@ pub(crate) fn drive(
     let run = run.clone();
     let abort = AtomicBool::new(false);
     // Rows waiting on external calls hold their worker: at least `pool_size` of them must
-    // be able to wait at once.
-    let workers = opts.workers.max(plan.call_concurrency()).max(1);
+    // be able to wait at once, and a few more must be free to get their requests ready.
+    let workers = opts
+        .workers
+        .max(call_workers(plan.call_concurrency()))
+        .max(1);
     let calls = &opts.calls;
     let (ticket_tx, ticket_rx) = bounded::<()>(WINDOW);
     for _ in 0..WINDOW {
