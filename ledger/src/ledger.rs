@@ -120,7 +120,7 @@ impl Pending {
 static SALT: AtomicU64 = AtomicU64::new(0);
 
 impl Ledger {
-    /// Opens (creating if needed) the ledger in `dir`. Fails at once with
+    /// Opens (creating if needed) the ledger in `dir`. Fails within a second with
     /// [`LedgerError::Locked`] when another process has it open.
     pub fn open(dir: impl AsRef<Path>) -> Result<Ledger> {
         Ledger::open_with_cache(dir, crate::store::WRITE_CACHE)

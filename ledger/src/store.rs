@@ -25,6 +25,28 @@ pub const WRITE_CACHE: u64 = 16 * 1024 * 1024;
 /// The name of the lock file inside a ledger directory.
 pub const LOCK_FILE: &str = "attest.lock";
 
+/// How long opening waits for a lock that is held before it reports the ledger in use.
+const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Takes the ledger's exclusive lock, waiting up to [`LOCK_PATIENCE`] for a holder to let
+/// go. A lock is held a little past its owner's end whenever a process forks at that
+/// moment: the child holds a copy of every descriptor until it executes its program, and a
+/// `flock` lasts while any copy is open. A program that opens a ledger, closes it and
+/// starts `attest` on it while another of its threads starts some other program would
+/// otherwise find its own ledger "in use" now and then. A ledger that stays held is still
+/// reported in use, after the second, not waited on.
+fn take_lock(lock: &File) -> std::result::Result<(), std::fs::TryLockError> {
+    let started = std::time::Instant::now();
+    loop {
+        match lock.try_lock() {
+            Err(std::fs::TryLockError::WouldBlock) if started.elapsed() < LOCK_PATIENCE => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// A failure of the storage underneath the ledger, as a user reads it.
 pub(crate) trait StorageCause {
     fn describe(&self) -> String;
@@ -103,18 +125,15 @@ impl Store {
             .write(true)
             .open(&lock_path)
             .map_err(|e| storage(&e))?;
-        // Taken before sled opens, so a second process gets a clear error at once instead
-        // of sled's own lock error or a wait.
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(LedgerError::Locked {
-                    path: dir.display().to_string(),
-                    lock: lock_path.display().to_string(),
-                })
-            }
-            Err(std::fs::TryLockError::Error(e)) => return Err(storage(&e)),
-        }
+        // Taken before sled opens, so a second process gets a clear error instead of
+        // sled's own lock error or a wait.
+        take_lock(&lock).map_err(|e| match e {
+            std::fs::TryLockError::WouldBlock => LedgerError::Locked {
+                path: dir.display().to_string(),
+                lock: lock_path.display().to_string(),
+            },
+            std::fs::TryLockError::Error(e) => storage(&e),
+        })?;
         let db = sled::Config::new()
             .path(dir.join("db"))
             // Chosen by use (WRITE_CACHE, READ_CACHE). A cache smaller than the tree makes
