@@ -16,14 +16,8 @@ pub(crate) fn for_each(
 ) -> Result<()> {
     for item in store.db.scan_prefix(projection::log_prefix(run)) {
         let (key, segment) = item.map_err(|e| store.storage_err(e))?;
-        for record in codec::read_segment(&segment) {
-            let record = record.map_err(|e| {
-                LedgerError::Corrupt(format!(
-                    "run {run}: a record in the log segment at key {} does not frame: {e}",
-                    hex(&key)
-                ))
-            })?;
-            f(&record)?;
+        for record in framed(run, &key, &segment) {
+            f(&record?)?;
         }
     }
     Ok(())
@@ -46,16 +40,27 @@ pub(crate) fn for_segment_holding(
     if !key.starts_with(&prefix) {
         return Ok(());
     }
-    for record in codec::read_segment(&segment) {
-        let record = record.map_err(|e| {
-            LedgerError::Corrupt(format!(
-                "run {run}: a record in the log segment at key {} does not frame: {e}",
-                hex(&key)
-            ))
-        })?;
-        f(&record)?;
+    for record in framed(run, &key, &segment) {
+        f(&record?)?;
     }
     Ok(())
+}
+
+/// The records of one log segment of `run` stored at `key`; a record that does not frame
+/// is an error naming the run and the segment.
+fn framed<'s>(
+    run: &'s RunId,
+    key: &'s [u8],
+    segment: &'s [u8],
+) -> impl Iterator<Item = Result<RawRecord<'s>>> + 's {
+    codec::read_segment(segment).map(move |record| {
+        record.map_err(|e| {
+            LedgerError::Corrupt(format!(
+                "run {run}: a record in the log segment at key {} does not frame: {e}",
+                hex(key)
+            ))
+        })
+    })
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -71,15 +76,7 @@ pub(crate) fn for_each_rev(
 ) -> Result<()> {
     for item in store.db.scan_prefix(projection::log_prefix(run)).rev() {
         let (key, segment) = item.map_err(|e| store.storage_err(e))?;
-        let mut records = Vec::new();
-        for record in codec::read_segment(&segment) {
-            records.push(record.map_err(|e| {
-                LedgerError::Corrupt(format!(
-                    "run {run}: a record in the log segment at key {} does not frame: {e}",
-                    hex(&key)
-                ))
-            })?);
-        }
+        let records = framed(run, &key, &segment).collect::<Result<Vec<_>>>()?;
         for record in records.iter().rev() {
             if !f(record)? {
                 return Ok(());
@@ -100,13 +97,8 @@ impl crate::Ledger {
     ) -> Result<()> {
         for item in self.store().db.scan_prefix(projection::log_prefix(run)) {
             let (key, segment) = item.map_err(|e| self.store().storage_err(e))?;
-            for record in codec::read_segment(&segment) {
-                let record = record.map_err(|e| {
-                    LedgerError::Corrupt(format!(
-                        "run {run}: a record in the log segment at key {} does not frame: {e}",
-                        hex(&key)
-                    ))
-                })?;
+            for record in framed(run, &key, &segment) {
+                let record = record?;
                 if !f(record.seq, &record.event()?)? {
                     return Ok(());
                 }
