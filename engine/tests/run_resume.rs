@@ -464,7 +464,6 @@ fn reexecutes(ledger: &Ledger, run: &RunId) {
 struct NextRow {
     id: RunId,
     next: u64,
-    loaded: attest_engine::build::Loaded,
     plan: attest_engine::plan::Plan,
     handle: attest_ledger::RunHandle,
     commit: attest_ledger::Commit,
@@ -506,7 +505,6 @@ fn stopped_before_next_row(c: &Case, ledger: &Ledger) -> NextRow {
     NextRow {
         id,
         next,
-        loaded,
         plan,
         handle,
         commit,
@@ -536,7 +534,6 @@ fn a_state_left_open_is_closed_as_interrupted_and_run_again_as_the_next_attempt(
     let NextRow {
         id,
         next,
-        loaded: _,
         plan,
         handle,
         commit,
@@ -609,8 +606,7 @@ fn a_row_recorded_with_another_result_fails_the_resumed_run() {
     let NextRow {
         id,
         next,
-        loaded,
-        plan,
+        plan: _,
         handle,
         commit,
         mut events,
@@ -636,17 +632,7 @@ fn a_row_recorded_with_another_result_fails_the_resumed_run() {
     });
     handle.append(events).unwrap();
 
-    let stopped = resume::find_stop(&plan, &ledger, &id).unwrap();
-    let opened = open_source(&loaded.config).unwrap();
-    let prepared = resume::prepare(&plan, &ledger, stopped, opened.source).unwrap();
-    let sinks = open_sinks(
-        &loaded.config,
-        &opened.names,
-        Some(&prepared.stopped.points),
-    )
-    .unwrap();
-    let flag = Arc::new(AtomicBool::new(false));
-    let summary = resume::resume(&plan, &ledger, prepared, sinks, opts(&flag)).unwrap();
+    let summary = resume_summary(&c, &ledger, &id, None).unwrap();
     assert_eq!(summary.status, RunStatus::Failed);
     let error = summary.error.unwrap_or_default();
     assert!(
