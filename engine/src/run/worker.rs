@@ -258,30 +258,10 @@ pub fn walk_record(
     // Calls are answered from the record (`Recording::Gather`), never by this backend.
     let calls: Arc<dyn CallBackend> = check.answers();
     let w = Walker::new(plan, run, &calls).recording(Recording::Gather(&check));
-    let (w, quarantined) = walk_source_row(w, row_index, record)?;
-    let Walker {
-        commit,
-        deliveries,
-        held,
-        failed,
-        discarded,
-        unanswered,
-        ..
-    } = w;
-    Ok((
-        commit,
-        RowResult {
-            row_index,
-            commit: None,
-            earlier: Vec::new(),
-            deliveries,
-            held,
-            failed,
-            discarded,
-            quarantined,
-            unanswered,
-        },
-    ))
+    let (mut w, quarantined) = walk_source_row(w, row_index, record)?;
+    // A gathering walk sends nothing: its events are all in its commit.
+    let commit = std::mem::take(&mut w.commit);
+    Ok((commit, w.into_row_result(row_index, quarantined, None)))
 }
 
 /// Walks a source record from the source: a row that failed validation is quarantined,
@@ -329,26 +309,7 @@ fn finish_row(
     let rest = std::mem::take(&mut w.commit);
     // A row that went straight to an aggregation or coalesce recorded nothing yet.
     let commit = w.send(rest)?;
-    let Walker {
-        unconfirmed,
-        deliveries,
-        held,
-        failed,
-        discarded,
-        unanswered,
-        ..
-    } = w;
-    Ok(RowResult {
-        row_index,
-        earlier: unconfirmed,
-        commit,
-        deliveries,
-        held,
-        failed,
-        discarded,
-        quarantined,
-        unanswered,
-    })
+    Ok(w.into_row_result(row_index, quarantined, commit))
 }
 
 /// Follows tokens through the row-local nodes (transforms, expansions, gates, forks),
@@ -413,6 +374,28 @@ impl<'a> Walker<'a> {
     pub fn reusing_answers(mut self) -> Walker<'a> {
         self.reuse_answers = true;
         self
+    }
+
+    /// What the sequencer is handed of a finished walk of source row `row_index`: its
+    /// last commit as sent (`commit`), the ones sent before it, and what it delivered,
+    /// held and counted.
+    fn into_row_result(
+        self,
+        row_index: u64,
+        quarantined: u64,
+        commit: Option<attest_ledger::Pending>,
+    ) -> RowResult {
+        RowResult {
+            row_index,
+            earlier: self.unconfirmed,
+            commit,
+            deliveries: self.deliveries,
+            held: self.held,
+            failed: self.failed,
+            discarded: self.discarded,
+            quarantined,
+            unanswered: self.unanswered,
+        }
     }
 
     /// Adds a value's canonical form to the walk's commit; returns its hash.
