@@ -32,8 +32,15 @@ pub const WATERMARK: u8 = b'G';
 /// of memory, and about 90,000 source rows of a pipeline that stores three payloads a row.
 pub const GENERATION: usize = 1 << 18;
 
-/// Entries per stored chunk (32 KiB): a lookup reads one chunk per generation.
-const CHUNK: usize = 2048;
+/// Entries per stored chunk (7 KiB): a lookup reads one chunk per generation.
+///
+/// As small as the writer's segments and packs, for the same reason
+/// ([`crate::writer::CHUNK_BYTES`]): sled 0.34 stores a leaf over 128 KiB as a blob
+/// file, read whole and never evicted. With 32 KiB chunks a generation's leaves were
+/// blobs of ~150 KiB, and a lineage query on a 1M-row run read 61 of them (about 9 MB)
+/// to find its payloads. Readers do not depend on the size: old ledgers with larger
+/// chunks read the same way.
+const CHUNK: usize = crate::writer::CHUNK_BYTES / ENTRY;
 
 /// Bytes per index entry.
 const ENTRY: usize = 16;
@@ -333,4 +340,69 @@ pub(crate) fn index_tails(store: &Store) -> Result<()> {
             .map_err(|e| store.storage_err(e))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hash_with_prefix(prefix: u64, tail: u8) -> Hash32 {
+        let mut h = [tail; 32];
+        h[..8].copy_from_slice(&prefix.to_be_bytes());
+        Hash32(h)
+    }
+
+    /// A generation larger than a chunk is cut into chunks no larger than the writer's
+    /// values (so sled keeps them inline), a run of equal prefixes is never cut, and
+    /// every entry is found again.
+    #[test]
+    fn a_generation_is_cut_into_small_chunks_that_find_every_entry() {
+        let store = Store::temporary().unwrap();
+        let run = RunId::new("r").unwrap();
+        let mut pending = Pending::at(Watermark::default());
+        let mut expected = Vec::new();
+        for i in 0..(3 * CHUNK as u64 + 17) {
+            // Prefixes spread over the u64 range; five entries share the prefix that
+            // straddles the first chunk boundary.
+            let sorted_pos = if (CHUNK as u64 - 2..CHUNK as u64 + 3).contains(&i) {
+                CHUNK as u64 - 2
+            } else {
+                i
+            };
+            let h = hash_with_prefix(sorted_pos * 1_000_003, i as u8);
+            pending.add(i, &[h]);
+            expected.push((h, i));
+        }
+        let mut batch = sled::Batch::default();
+        pending.write_generation(&run, &mut batch);
+        store.db.apply_batch(batch).unwrap();
+
+        let chunks: Vec<_> = store
+            .db
+            .scan_prefix(index_prefix(&run))
+            .map(|kv| kv.unwrap().1)
+            .collect();
+        assert!(chunks.len() >= 4, "{} chunks", chunks.len());
+        let shared = (CHUNK as u64 - 2) * 1_000_003;
+        let holding_shared = chunks
+            .iter()
+            .filter(|c| parse_entries(&run, c).unwrap().any(|(p, _)| p == shared))
+            .count();
+        assert_eq!(holding_shared, 1, "equal prefixes stay in one chunk");
+        for c in &chunks {
+            let equal_run_extra = 4 * ENTRY;
+            assert!(
+                c.len() <= crate::writer::CHUNK_BYTES + equal_run_extra,
+                "a chunk of {} bytes",
+                c.len()
+            );
+        }
+        let wm = watermark(&store, &run).unwrap();
+        for (h, seq) in expected {
+            assert!(
+                indexed_packs(&store, &run, wm, &h).unwrap().contains(&seq),
+                "entry {seq} not found"
+            );
+        }
+    }
 }

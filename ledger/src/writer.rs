@@ -63,7 +63,7 @@ const CACHE_LIMIT: usize = 20_000;
 /// single record or a single commit's payloads larger than this still go in one value.
 /// 7 KiB rather than 4: the append bench took 254-278k events/s against 168-183k with
 /// 4 KiB values (fewer, larger inserts; docs/benchmarks.md).
-const CHUNK_BYTES: usize = 7 * 1024;
+pub(crate) const CHUNK_BYTES: usize = 7 * 1024;
 
 /// When a commit is durable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
