@@ -124,14 +124,29 @@ pub(crate) fn conclude(
         })
         .ok();
     report(summary, dir, heads_log.as_deref(), json);
-    match summary.status {
+    let code = match summary.status {
         // Every row is accounted for, but some failed because a service did not answer:
         // the run did not do its work (a dead endpoint is bad input, not a success).
         RunStatus::Completed if summary.unanswered.rows > 0 => Code::RunFailed,
         RunStatus::Completed => Code::Ok,
         RunStatus::Interrupted => Code::Interrupted,
         RunStatus::Failed => Code::RunFailed,
+    };
+    // The summary (stdout) is the run's record; why it failed also goes to stderr, where
+    // a script or a log collector looks for errors.
+    if matches!(code, Code::RunFailed) {
+        eprintln!(
+            "attest: run {} failed: {}",
+            summary.run_id,
+            failure_reason(summary).map_or("see the summary", String::as_str)
+        );
     }
+    code
+}
+
+/// What stopped a failed run, or else the first unanswered call's error.
+fn failure_reason(s: &RunSummary) -> Option<&String> {
+    s.error.as_ref().or(s.unanswered.first.as_ref())
 }
 
 fn report(s: &RunSummary, ledger: &Path, heads_log: Option<&Path>, json: bool) {
@@ -160,7 +175,7 @@ fn report(s: &RunSummary, ledger: &Path, heads_log: Option<&Path>, json: bool) {
             "events": s.events,
             "head": format!("{}:{}", s.events, s.head),
             "heads_log": heads_log.map(|p| p.display().to_string()),
-            "error": s.error.as_ref().or(s.unanswered.first.as_ref()),
+            "error": failure_reason(s),
         });
         println!("{v}");
         return;
@@ -207,7 +222,7 @@ fn report(s: &RunSummary, ledger: &Path, heads_log: Option<&Path>, json: bool) {
             ),
         );
     }
-    if let Some(e) = s.error.as_ref().or(s.unanswered.first.as_ref()) {
+    if let Some(e) = failure_reason(s) {
         line("error", e);
     }
     match s.status {

@@ -624,6 +624,11 @@ fn output_disk_full() {
         1,
         &["error        sink output: out/full/normal.csv: flush: No space left on device"],
     );
+    let err = stderr(&out);
+    assert!(
+        err.contains("failed: sink output: out/full/normal.csv: flush: No space left on device"),
+        "the reason is on stderr too: {err}"
+    );
     assert_eq!(
         ledger_state(&s, LEDGER),
         Ledger::Verified(vec!["failed".into()])
