@@ -125,6 +125,10 @@ enum Command {
         json: bool,
     },
     /// Explain how a row came to be: source row, every node, call, route and outcome
+    #[command(after_help = "Examples:\n  \
+        attest lineage --row 42                     source row 42 of the latest run\n  \
+        attest lineage --output flagged:0           the first row written to sink `flagged`\n  \
+        attest lineage --row 42 --format dot | dot -Tsvg > row42.svg")]
     Lineage {
         #[command(flatten)]
         ledger: LedgerArg,

@@ -7,7 +7,7 @@ use std::fmt::Write;
 pub enum LineageFormat {
     /// For a person at a terminal
     Text,
-    /// The stable schema of `attest_ledger::lineage::Lineage`
+    /// One JSON object, in the stable schema of docs/lineage-json.md
     Json,
     /// Graphviz: source rows, tokens, states, calls, routes and outcomes
     Dot,

@@ -145,3 +145,18 @@ fn help_names_every_command_and_the_exit_codes() {
         );
     }
 }
+
+#[test]
+fn lineage_help_points_at_the_json_schema_and_shows_examples() {
+    let s = Scratch::new();
+    let out = s.attest().args(["lineage", "--help"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("docs/lineage-json.md"), "{help}");
+    for example in [
+        "attest lineage --row 42",
+        "attest lineage --output flagged:0",
+    ] {
+        assert!(help.contains(example), "no example {example:?}: {help}");
+    }
+}
