@@ -579,7 +579,13 @@ fn apply_to_running(p: &mut dyn Proj, rr: &mut RunCounters, seq: u64, event: &Ev
             }
             check_node(p, source, Some(NodeKind::Source))?;
             let token = TokenId::for_row(*row);
-            need_new_token(p, &token)?;
+            // While every token of the run is a source row's (no fork, expansion, coalesce
+            // or batch has made one), the tokens are exactly those of rows 0..rows, and
+            // this row's token cannot exist yet. Only then is the lookup skipped: it is a
+            // storage read that misses, for every row of a live run.
+            if rr.tokens != rr.rows {
+                need_new_token(p, &token)?;
+            }
             p.put(
                 PKey::Row(*row),
                 PVal::Row(RowRec {
