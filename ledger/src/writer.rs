@@ -29,6 +29,7 @@ use crate::projection::{self, PKey, PKeyRef, PVal, StateRec};
 use crate::rules::{self, Proj, TxProj};
 use crate::store::{StorageCause, Store};
 use crossbeam_channel::{bounded, Receiver, Sender};
+use hashbrown::hash_map::EntryRef;
 use hashbrown::{HashMap, HashSet};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -254,43 +255,41 @@ struct GroupProj<'a> {
 }
 
 impl GroupProj<'_> {
-    /// Brings `key`'s record into the cache if storage has it; false if nobody has it.
-    fn load(&mut self, key: PKeyRef<'_>) -> Result<bool> {
-        if self.cache.contains_key(&key) {
-            return Ok(true);
-        }
-        match self.store.load_proj(self.run, key)? {
-            Some(v) => {
-                self.cache.insert(key.to_owned(), v);
-                Ok(true)
-            }
-            None => Ok(false),
+    /// `key`'s record, brought into the cache if storage has it; None if nobody has it.
+    /// One hash of the key whether the cache has it or not.
+    fn cached<'c>(
+        cache: &'c mut RunCache,
+        store: &Store,
+        run: &RunId,
+        key: PKeyRef<'_>,
+    ) -> Result<Option<&'c mut PVal>> {
+        match cache.entry_ref(&key) {
+            EntryRef::Occupied(o) => Ok(Some(o.into_mut())),
+            EntryRef::Vacant(slot) => match store.load_proj(run, key)? {
+                Some(v) => Ok(Some(slot.insert_with_key(key.to_owned(), v))),
+                None => Ok(None),
+            },
         }
     }
 
-    fn mark(&mut self, key: PKeyRef<'_>) {
-        if !self.dirty.contains(&key) {
-            self.dirty.insert(key.to_owned());
-        }
+    fn mark(dirty: &mut HashSet<PKey>, key: PKeyRef<'_>) {
+        dirty.get_or_insert_with(&key, |k| PKeyRef::to_owned(*k));
     }
 }
 
 impl Proj for GroupProj<'_> {
     fn get(&mut self, key: PKeyRef<'_>) -> Result<Option<&PVal>> {
-        if !self.load(key)? {
-            return Ok(None);
-        }
-        Ok(self.cache.get(&key))
+        Ok(Self::cached(self.cache, self.store, self.run, key)?.map(|v| &*v))
     }
     fn get_mut(&mut self, key: PKeyRef<'_>) -> Result<Option<&mut PVal>> {
-        if !self.load(key)? {
-            return Ok(None);
+        let found = Self::cached(self.cache, self.store, self.run, key)?;
+        if found.is_some() {
+            Self::mark(self.dirty, key);
         }
-        self.mark(key);
-        Ok(self.cache.get_mut(&key))
+        Ok(found)
     }
     fn put(&mut self, key: PKey, val: PVal) {
-        self.mark(key.as_ref());
+        Self::mark(self.dirty, key.as_ref());
         self.cache.insert(key, val);
     }
 }
