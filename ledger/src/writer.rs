@@ -480,7 +480,7 @@ impl Writer {
                 let v = cache
                     .and_then(|c| c.get(k))
                     .ok_or_else(|| format!("changed projection {k:?} left the cache"))?;
-                let bytes = codec::encode(v).map_err(|e| e.to_string())?;
+                let bytes = codec::encode_proj(v).map_err(|e| e.to_string())?;
                 match bucket::bucket_of(k.as_ref()) {
                     None => batch.insert(k.encode(run), bytes),
                     Some(b) => {
@@ -781,7 +781,7 @@ pub(crate) fn apply_items(
         if let Event::RunStarted { .. } = event {
             started = true;
         }
-        let hash = match codec::append_record(segment, seq, &prev, &event, codec::DECODE_LIMIT)? {
+        let hash = match codec::append_event(segment, seq, &prev, &event, codec::DECODE_LIMIT)? {
             Ok(hash) => hash,
             Err(len) => {
                 return Err(violation(
