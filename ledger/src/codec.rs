@@ -143,14 +143,13 @@ pub fn encode_event_into(event: &Event, out: &mut Vec<u8>) -> Result<(), CodecEr
     encode_into(event, out)
 }
 
-/// The encoding of a projection record: the same bytes as [`encode`], written directly for
-/// token and row records (`direct`), through serde for the rest.
-pub fn encode_proj(value: &PVal) -> Result<Vec<u8>, CodecError> {
-    let mut out = Vec::with_capacity(128);
-    if !direct::proj(&mut out, value) {
-        encode_into(value, &mut out)?;
+/// Appends the encoding of a projection record: the same bytes as [`encode_into`], written
+/// directly for token and row records (`direct`), through serde for the rest.
+pub fn encode_proj_into(value: &PVal, out: &mut Vec<u8>) -> Result<(), CodecError> {
+    if direct::proj(out, value) {
+        return Ok(());
     }
-    Ok(out)
+    encode_into(value, out)
 }
 
 /// Encodes `event` straight into `out` as a framed record (the same bytes as encoding it
@@ -674,7 +673,8 @@ mod tests {
         /// The hand-written record encoder writes serde's bytes, and they decode back.
         #[test]
         fn direct_records_are_serde_bytes(value in arb::proj()) {
-            let direct = encode_proj(&value).unwrap();
+            let mut direct = Vec::new();
+            encode_proj_into(&value, &mut direct).unwrap();
             proptest::prop_assert_eq!(&direct, &encode(&value).unwrap());
             proptest::prop_assert_eq!(decode::<PVal>(&direct).unwrap(), value);
         }
