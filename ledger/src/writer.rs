@@ -29,8 +29,8 @@ use crate::projection::{self, PKey, PKeyRef, PVal, StateRec};
 use crate::rules::{self, Proj, TxProj};
 use crate::store::{StorageCause, Store};
 use crossbeam_channel::{bounded, Receiver, Sender};
-use hashbrown::hash_map::EntryRef;
-use hashbrown::{HashMap, HashSet};
+use hashbrown::hash_map::{Entry, EntryRef};
+use hashbrown::HashMap;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -127,7 +127,16 @@ pub(crate) enum Cmd {
 
 /// One run's projections as the writer knows them: a read-through cache of storage, in which
 /// the current group's changes are made (and from which they are written).
-type RunCache = HashMap<PKey, PVal>;
+type RunCache = HashMap<PKey, Cached>;
+
+/// A cached record, and the group that last changed it: whether a change makes the record
+/// dirty is read off the record itself, so the cache is the only table a change touches
+/// (a separate set of dirty keys cost a second hash for every record every commit changed).
+struct Cached {
+    val: PVal,
+    /// The [`Writer::generation`] of the last group that changed it; 0 for none.
+    changed_in: u64,
+}
 
 /// The preparing stage.
 pub(crate) struct Writer {
@@ -136,6 +145,8 @@ pub(crate) struct Writer {
     to_store: Sender<StoreCmd>,
     /// Set by the storing stage when a group failed to store.
     store_failed: Arc<AtomicBool>,
+    /// Numbers the commit groups from 1, for [`Cached::changed_in`].
+    generation: u64,
     /// The change map of the last committed transaction, kept for the next.
     spare: HashMap<PKey, PVal>,
     /// Reused for every commit's records and every changed projection's bytes, so that
@@ -208,6 +219,7 @@ pub(crate) fn spawn(store: Arc<Store>) -> Result<(Sender<Cmd>, JoinHandle<()>)> 
         cache: HashMap::new(),
         to_store,
         store_failed: failed,
+        generation: 0,
         spare: HashMap::new(),
         scratch: Vec::new(),
     };
@@ -226,8 +238,11 @@ pub(crate) fn spawn(store: Arc<Store>) -> Result<(Sender<Cmd>, JoinHandle<()>)> 
 /// A run's part of the current group.
 #[derive(Default)]
 struct GroupRun {
-    /// Keys of the records the group changed: only these are encoded and written.
-    dirty: HashSet<PKey>,
+    /// Keys of the records the group changed, each once: only these are encoded and
+    /// written.
+    dirty: Vec<PKey>,
+    /// The group's [`Writer::generation`]: a cached record changed in this group has it.
+    generation: u64,
     /// The group's records, cut into segments of about [`CHUNK_BYTES`], each with the seq
     /// of its first record.
     segments: Vec<(u64, Vec<u8>)>,
@@ -255,7 +270,9 @@ struct Group {
 struct GroupProj<'a> {
     run: &'a RunId,
     cache: &'a mut RunCache,
-    dirty: &'a mut HashSet<PKey>,
+    dirty: &'a mut Vec<PKey>,
+    /// The group's [`Writer::generation`].
+    generation: u64,
     store: &'a Store,
 }
 
@@ -267,35 +284,53 @@ impl GroupProj<'_> {
         store: &Store,
         run: &RunId,
         key: PKeyRef<'_>,
-    ) -> Result<Option<&'c mut PVal>> {
+    ) -> Result<Option<&'c mut Cached>> {
         match cache.entry_ref(&key) {
             EntryRef::Occupied(o) => Ok(Some(o.into_mut())),
             EntryRef::Vacant(slot) => match store.load_proj(run, key)? {
-                Some(v) => Ok(Some(slot.insert_with_key(key.to_owned(), v))),
+                Some(val) => Ok(Some(
+                    slot.insert_with_key(key.to_owned(), Cached { val, changed_in: 0 }),
+                )),
                 None => Ok(None),
             },
         }
-    }
-
-    fn mark(dirty: &mut HashSet<PKey>, key: PKeyRef<'_>) {
-        dirty.get_or_insert_with(&key, |k| PKeyRef::to_owned(*k));
     }
 }
 
 impl Proj for GroupProj<'_> {
     fn get(&mut self, key: PKeyRef<'_>) -> Result<Option<&PVal>> {
-        Ok(Self::cached(self.cache, self.store, self.run, key)?.map(|v| &*v))
+        Ok(Self::cached(self.cache, self.store, self.run, key)?.map(|c| &c.val))
     }
     fn get_mut(&mut self, key: PKeyRef<'_>) -> Result<Option<&mut PVal>> {
-        let found = Self::cached(self.cache, self.store, self.run, key)?;
-        if found.is_some() {
-            Self::mark(self.dirty, key);
+        let Some(c) = Self::cached(self.cache, self.store, self.run, key)? else {
+            return Ok(None);
+        };
+        if c.changed_in != self.generation {
+            c.changed_in = self.generation;
+            self.dirty.push(key.to_owned());
         }
-        Ok(found)
+        Ok(Some(&mut c.val))
     }
     fn put(&mut self, key: PKey, val: PVal) {
-        Self::mark(self.dirty, key.as_ref());
-        self.cache.insert(key, val);
+        let generation = self.generation;
+        match self.cache.entry(key) {
+            Entry::Occupied(mut o) => {
+                if o.get().changed_in != generation {
+                    self.dirty.push(o.key().clone());
+                }
+                *o.get_mut() = Cached {
+                    val,
+                    changed_in: generation,
+                };
+            }
+            Entry::Vacant(slot) => {
+                self.dirty.push(slot.key().clone());
+                slot.insert(Cached {
+                    val,
+                    changed_in: generation,
+                });
+            }
+        }
     }
 }
 
@@ -324,6 +359,7 @@ impl Writer {
     }
 
     fn process_group(&mut self, cmds: Vec<Cmd>) {
+        self.generation += 1;
         if self.store_failed.swap(false, Ordering::AcqRel) {
             // The cache holds changes of groups that were never stored: start again
             // from storage, and tell the storing stage that what follows is sound.
@@ -343,6 +379,8 @@ impl Writer {
                     self.send_group(std::mem::take(&mut group));
                     self.sync();
                     self.cache.clear();
+                    // What follows is a group of its own.
+                    self.generation += 1;
                     let _ = reply.send(());
                 }
                 Cmd::Commit {
@@ -352,7 +390,11 @@ impl Writer {
                     durability,
                     reply,
                 } => {
-                    let gr = group.runs.entry(run.clone()).or_default();
+                    let generation = self.generation;
+                    let gr = group.runs.entry(run.clone()).or_insert_with(|| GroupRun {
+                        generation,
+                        ..GroupRun::default()
+                    });
                     let cache = self.cache.entry(run.clone()).or_default();
                     let ends = items.iter().any(|i| {
                         matches!(
@@ -397,7 +439,7 @@ impl Writer {
         // that changed them is stored.
         self.sync();
         for c in self.cache.values_mut() {
-            c.retain(|_, v| still_changing(v));
+            c.retain(|_, c| still_changing(&c.val));
         }
         let kept: usize = self.cache.values().map(|c| c.len()).sum();
         if kept > CACHE_LIMIT * 3 / 4 {
@@ -492,6 +534,7 @@ impl Writer {
             for k in &gr.dirty {
                 let v = cache
                     .and_then(|c| c.get(k))
+                    .map(|c| &c.val)
                     .ok_or_else(|| format!("changed projection {k:?} left the cache"))?;
                 bytes.clear();
                 codec::encode_proj_into(v, &mut bytes).map_err(|e| e.to_string())?;
@@ -759,6 +802,7 @@ fn apply_commit(
         run,
         cache,
         dirty: &mut gr.dirty,
+        generation: gr.generation,
         store,
     };
     // A pipeline-shaped commit changes about one record per two events.
