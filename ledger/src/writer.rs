@@ -29,7 +29,8 @@ use crate::projection::{self, PKey, PKeyRef, PVal, StateRec};
 use crate::rules::{self, Proj, TxProj};
 use crate::store::{StorageCause, Store};
 use crossbeam_channel::{bounded, Receiver, Sender};
-use hashbrown::{HashMap, HashSet};
+use hashbrown::hash_map::{Entry, EntryRef};
+use hashbrown::HashMap;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -126,7 +127,16 @@ pub(crate) enum Cmd {
 
 /// One run's projections as the writer knows them: a read-through cache of storage, in which
 /// the current group's changes are made (and from which they are written).
-type RunCache = HashMap<PKey, PVal>;
+type RunCache = HashMap<PKey, Cached>;
+
+/// A cached record, and the group that last changed it: whether a change makes the record
+/// dirty is read off the record itself, so the cache is the only table a change touches
+/// (a separate set of dirty keys cost a second hash for every record every commit changed).
+struct Cached {
+    val: PVal,
+    /// The [`Writer::generation`] of the last group that changed it; 0 for none.
+    changed_in: u64,
+}
 
 /// The preparing stage.
 pub(crate) struct Writer {
@@ -135,8 +145,14 @@ pub(crate) struct Writer {
     to_store: Sender<StoreCmd>,
     /// Set by the storing stage when a group failed to store.
     store_failed: Arc<AtomicBool>,
+    /// Numbers the commit groups from 1, for [`Cached::changed_in`].
+    generation: u64,
     /// The change map of the last committed transaction, kept for the next.
     spare: HashMap<PKey, PVal>,
+    /// Reused for every commit's records and every changed projection's bytes, so that
+    /// neither grows a fresh vector a few bytes at a time (reallocations were ~5% of this
+    /// thread's instructions).
+    scratch: Vec<u8>,
 }
 
 /// Groups prepared ahead of the storing stage: enough to keep both stages busy, few
@@ -203,7 +219,9 @@ pub(crate) fn spawn(store: Arc<Store>) -> Result<(Sender<Cmd>, JoinHandle<()>)> 
         cache: HashMap::new(),
         to_store,
         store_failed: failed,
+        generation: 0,
         spare: HashMap::new(),
+        scratch: Vec::new(),
     };
     let preparing = std::thread::Builder::new()
         .name("attest-ledger-writer".into())
@@ -220,8 +238,11 @@ pub(crate) fn spawn(store: Arc<Store>) -> Result<(Sender<Cmd>, JoinHandle<()>)> 
 /// A run's part of the current group.
 #[derive(Default)]
 struct GroupRun {
-    /// Keys of the records the group changed: only these are encoded and written.
-    dirty: HashSet<PKey>,
+    /// Keys of the records the group changed, each once: only these are encoded and
+    /// written.
+    dirty: Vec<PKey>,
+    /// The group's [`Writer::generation`]: a cached record changed in this group has it.
+    generation: u64,
     /// The group's records, cut into segments of about [`CHUNK_BYTES`], each with the seq
     /// of its first record.
     segments: Vec<(u64, Vec<u8>)>,
@@ -249,49 +270,67 @@ struct Group {
 struct GroupProj<'a> {
     run: &'a RunId,
     cache: &'a mut RunCache,
-    dirty: &'a mut HashSet<PKey>,
+    dirty: &'a mut Vec<PKey>,
+    /// The group's [`Writer::generation`].
+    generation: u64,
     store: &'a Store,
 }
 
 impl GroupProj<'_> {
-    /// Brings `key`'s record into the cache if storage has it; false if nobody has it.
-    fn load(&mut self, key: PKeyRef<'_>) -> Result<bool> {
-        if self.cache.contains_key(&key) {
-            return Ok(true);
-        }
-        match self.store.load_proj(self.run, key)? {
-            Some(v) => {
-                self.cache.insert(key.to_owned(), v);
-                Ok(true)
-            }
-            None => Ok(false),
-        }
-    }
-
-    fn mark(&mut self, key: PKeyRef<'_>) {
-        if !self.dirty.contains(&key) {
-            self.dirty.insert(key.to_owned());
+    /// `key`'s record, brought into the cache if storage has it; None if nobody has it.
+    /// One hash of the key whether the cache has it or not.
+    fn cached<'c>(
+        cache: &'c mut RunCache,
+        store: &Store,
+        run: &RunId,
+        key: PKeyRef<'_>,
+    ) -> Result<Option<&'c mut Cached>> {
+        match cache.entry_ref(&key) {
+            EntryRef::Occupied(o) => Ok(Some(o.into_mut())),
+            EntryRef::Vacant(slot) => match store.load_proj(run, key)? {
+                Some(val) => Ok(Some(
+                    slot.insert_with_key(key.to_owned(), Cached { val, changed_in: 0 }),
+                )),
+                None => Ok(None),
+            },
         }
     }
 }
 
 impl Proj for GroupProj<'_> {
     fn get(&mut self, key: PKeyRef<'_>) -> Result<Option<&PVal>> {
-        if !self.load(key)? {
-            return Ok(None);
-        }
-        Ok(self.cache.get(&key))
+        Ok(Self::cached(self.cache, self.store, self.run, key)?.map(|c| &c.val))
     }
     fn get_mut(&mut self, key: PKeyRef<'_>) -> Result<Option<&mut PVal>> {
-        if !self.load(key)? {
+        let Some(c) = Self::cached(self.cache, self.store, self.run, key)? else {
             return Ok(None);
+        };
+        if c.changed_in != self.generation {
+            c.changed_in = self.generation;
+            self.dirty.push(key.to_owned());
         }
-        self.mark(key);
-        Ok(self.cache.get_mut(&key))
+        Ok(Some(&mut c.val))
     }
     fn put(&mut self, key: PKey, val: PVal) {
-        self.mark(key.as_ref());
-        self.cache.insert(key, val);
+        let generation = self.generation;
+        match self.cache.entry(key) {
+            Entry::Occupied(mut o) => {
+                if o.get().changed_in != generation {
+                    self.dirty.push(o.key().clone());
+                }
+                *o.get_mut() = Cached {
+                    val,
+                    changed_in: generation,
+                };
+            }
+            Entry::Vacant(slot) => {
+                self.dirty.push(slot.key().clone());
+                slot.insert(Cached {
+                    val,
+                    changed_in: generation,
+                });
+            }
+        }
     }
 }
 
@@ -320,6 +359,7 @@ impl Writer {
     }
 
     fn process_group(&mut self, cmds: Vec<Cmd>) {
+        self.generation += 1;
         if self.store_failed.swap(false, Ordering::AcqRel) {
             // The cache holds changes of groups that were never stored: start again
             // from storage, and tell the storing stage that what follows is sound.
@@ -339,6 +379,8 @@ impl Writer {
                     self.send_group(std::mem::take(&mut group));
                     self.sync();
                     self.cache.clear();
+                    // What follows is a group of its own.
+                    self.generation += 1;
                     let _ = reply.send(());
                 }
                 Cmd::Commit {
@@ -348,7 +390,11 @@ impl Writer {
                     durability,
                     reply,
                 } => {
-                    let gr = group.runs.entry(run.clone()).or_default();
+                    let generation = self.generation;
+                    let gr = group.runs.entry(run.clone()).or_insert_with(|| GroupRun {
+                        generation,
+                        ..GroupRun::default()
+                    });
                     let cache = self.cache.entry(run.clone()).or_default();
                     let ends = items.iter().any(|i| {
                         matches!(
@@ -357,9 +403,15 @@ impl Writer {
                         )
                     });
                     let result = match storable(&payloads) {
-                        Ok(()) => {
-                            apply_commit(&self.store, &run, cache, gr, items, &mut self.spare)
-                        }
+                        Ok(()) => apply_commit(
+                            &self.store,
+                            &run,
+                            cache,
+                            gr,
+                            items,
+                            &mut self.spare,
+                            &mut self.scratch,
+                        ),
                         Err(e) => Err(e),
                     };
                     if let Ok(receipt) = &result {
@@ -387,7 +439,7 @@ impl Writer {
         // that changed them is stored.
         self.sync();
         for c in self.cache.values_mut() {
-            c.retain(|_, v| still_changing(v));
+            c.retain(|_, c| still_changing(&c.val));
         }
         let kept: usize = self.cache.values().map(|c| c.len()).sum();
         if kept > CACHE_LIMIT * 3 / 4 {
@@ -477,17 +529,21 @@ impl Writer {
             let cache = self.cache.get(run);
             // Records that live in row buckets, by bucket.
             let mut buckets: BTreeMap<u64, Vec<bucket::Entry>> = BTreeMap::new();
+            // Each record is encoded into this and copied out at its exact size.
+            let mut bytes = Vec::with_capacity(1024);
             for k in &gr.dirty {
                 let v = cache
                     .and_then(|c| c.get(k))
+                    .map(|c| &c.val)
                     .ok_or_else(|| format!("changed projection {k:?} left the cache"))?;
-                let bytes = codec::encode(v).map_err(|e| e.to_string())?;
+                bytes.clear();
+                codec::encode_proj_into(v, &mut bytes).map_err(|e| e.to_string())?;
                 match bucket::bucket_of(k.as_ref()) {
-                    None => batch.insert(k.encode(run), bytes),
+                    None => batch.insert(k.encode(run), &bytes[..]),
                     Some(b) => {
                         let mut suffix = Vec::with_capacity(24);
                         k.as_ref().encode_suffix(&mut suffix);
-                        buckets.entry(b).or_default().push((suffix, bytes));
+                        buckets.entry(b).or_default().push((suffix, bytes.to_vec()));
                     }
                 }
             }
@@ -523,7 +579,13 @@ fn add_records(segments: &mut Vec<(u64, Vec<u8>)>, first_seq: u64, records: &[u8
             Some((_, seg)) if !framed || seg.len() + record.len() <= CHUNK_BYTES => {
                 seg.extend_from_slice(record)
             }
-            _ => segments.push((seq, record.to_vec())),
+            _ => {
+                // Sized for a full segment: filled a record at a time, it would otherwise
+                // be reallocated several times on its way to CHUNK_BYTES.
+                let mut seg = Vec::with_capacity(CHUNK_BYTES.max(record.len()));
+                seg.extend_from_slice(record);
+                segments.push((seq, seg));
+            }
         }
         rest = tail;
     }
@@ -734,24 +796,26 @@ fn apply_commit(
     gr: &mut GroupRun,
     items: Vec<Item>,
     spare: &mut HashMap<PKey, PVal>,
+    segment: &mut Vec<u8>,
 ) -> Result<Receipt> {
     let mut base = GroupProj {
         run,
         cache,
         dirty: &mut gr.dirty,
+        generation: gr.generation,
         store,
     };
     // A pipeline-shaped commit changes about one record per two events.
     let mut tx = TxProj::reusing(&mut base, std::mem::take(spare), items.len() / 2 + 4);
-    let mut segment = Vec::new();
-    let (receipt, started) = apply_items(&mut tx, run, items, &mut segment, None)?;
+    segment.clear();
+    let (receipt, started) = apply_items(&mut tx, run, items, segment, None)?;
     *spare = tx.commit();
     if spare.capacity() > SPARE_LIMIT {
         // One large commit (a sequencer's outcomes) must not pin its table for good.
         *spare = HashMap::new();
     }
     gr.first_seq.get_or_insert(receipt.first_seq);
-    add_records(&mut gr.segments, receipt.first_seq, &segment);
+    add_records(&mut gr.segments, receipt.first_seq, segment);
     gr.started |= started;
     Ok(receipt)
 }
@@ -782,7 +846,7 @@ pub(crate) fn apply_items(
         if let Event::RunStarted { .. } = event {
             started = true;
         }
-        let hash = match codec::append_record(segment, seq, &prev, &event, codec::DECODE_LIMIT)? {
+        let hash = match codec::append_event(segment, seq, &prev, &event, codec::DECODE_LIMIT)? {
             Ok(hash) => hash,
             Err(len) => {
                 return Err(violation(

@@ -1327,6 +1327,7 @@ enum Bad {
     PoolStatsOnClosedState,
     PoolStatsTwice,
     PoolStatsOnGhostState,
+    RowTokenTaken,
 }
 
 const ALL_BAD: &[Bad] = &[
@@ -1368,6 +1369,7 @@ const ALL_BAD: &[Bad] = &[
     Bad::PoolStatsOnClosedState,
     Bad::PoolStatsTwice,
     Bad::PoolStatsOnGhostState,
+    Bad::RowTokenTaken,
 ];
 
 /// How the bad event is sent.
@@ -2401,6 +2403,38 @@ impl Sim {
                     started_at_ms: 2,
                 }],
             ),
+            Bad::RowTokenTaken => {
+                // A fork child or an expansion element named as the next source row's
+                // token is a new token like any other; the row is then refused, though
+                // the ledger skips the lookup while every token is a row's.
+                let parent = self.ensure_idle(a);
+                let next_row = self.m.rows;
+                let taken = TokenId::for_row(next_row);
+                let event = if v.is_multiple_of(2) {
+                    Event::TokenForked {
+                        parent,
+                        children: vec![ForkChild {
+                            token: taken,
+                            branch: "x".into(),
+                        }],
+                    }
+                } else {
+                    Event::TokenExpanded {
+                        parent,
+                        children: vec![taken],
+                    }
+                };
+                self.exec(Step::events(vec![event]));
+                refuse(
+                    WellFormed,
+                    "DUPLICATE_TOKEN",
+                    vec![Event::RowIngested {
+                        row: next_row,
+                        source: n("src"),
+                        payload: self.pool(a),
+                    }],
+                )
+            }
             Bad::DuplicateToken => {
                 let parent = self.ensure_idle(a);
                 let existing = self.ensure_token(a);
