@@ -104,6 +104,11 @@ macro_rules! string_id {
             pub fn as_str(&self) -> &str {
                 &self.0
             }
+            /// An id as read from a stored event, unchecked, exactly as serde's decoding
+            /// makes it (`codec`'s event reader): checked with [`Self::validate`] where used.
+            pub(crate) fn decoded(value: String) -> Self {
+                $name(value)
+            }
             /// Ids that arrive inside decoded records are re-checked with this before use.
             pub fn validate(&self) -> Result<(), InvalidId> {
                 check_id($kind, &self.0)

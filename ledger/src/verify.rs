@@ -397,7 +397,7 @@ impl Ledger {
                     }
                     Batch::Undecoded(segment, records) => {
                         for r in records {
-                            let event = match codec::decode::<Event>(&segment[r.start..r.end]) {
+                            let event = match codec::decode_event(&segment[r.start..r.end]) {
                                 Ok(e) => e,
                                 Err(e) => {
                                     stopped = Some(fail(
