@@ -109,6 +109,7 @@ pub fn replay(
             "--verify-key checks a signed head file: give it as --expect-head FILE",
         ));
     }
+    crate::allocator::keep_freed_pages();
     let ledger = open_existing(dir)?;
     let started = std::time::Instant::now();
     // Verification's walk hands the run's events to re-execution, which so needs no log
