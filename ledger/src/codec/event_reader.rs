@@ -141,11 +141,13 @@ impl<'a> Reader<'a> {
         Ok(BatchId::decoded(self.string()?))
     }
 
-    /// A sequence; its length is not trusted for the allocation (every element takes at
-    /// least one byte, so what is left bounds it).
+    /// A sequence; its length is not trusted for the allocation: every element takes at
+    /// least one byte, so what is left bounds it, and past a few thousand the vector grows
+    /// as elements actually decode.
     fn seq<T>(&mut self, mut item: impl FnMut(&mut Self) -> R<T>) -> R<Vec<T>> {
+        const UPFRONT: usize = 4096;
         let n = self.len()?;
-        let mut out = Vec::with_capacity(n.min(self.rest.len()));
+        let mut out = Vec::with_capacity(n.min(self.rest.len()).min(UPFRONT));
         for _ in 0..n {
             out.push(item(self)?);
         }
