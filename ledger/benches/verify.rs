@@ -2,6 +2,13 @@
 //! contiguity, projections rebuilt and compared, every referenced payload re-hashed.
 //!
 //! `cargo bench -p attest-ledger --bench verify`
+//!
+//! With the allocator the `attest` binary uses (mimalloc, `cli/src/allocator.rs`), so that
+//! the figure is verification as shipped: with the system allocator, malloc's own
+//! bookkeeping was about a sixth of the samples (`docs/benchmarks.md`).
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod common;
 

@@ -9,8 +9,20 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// A blake3 digest. Displayed as 64 lower-case hex digits.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, Default)]
 pub struct Hash32(pub [u8; 32]);
+
+/// A digest's bytes are already uniformly distributed, so eight of them key a hash table as
+/// well as all 32, for a fraction of the hashing: verification keeps sets of a run's
+/// payload hashes, hundreds of thousands of lookups. Equal digests hash equally, as `Eq`
+/// requires; the table's own seeded hasher still mixes the word.
+impl std::hash::Hash for Hash32 {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&self.0[..8]);
+        state.write_u64(u64::from_le_bytes(word));
+    }
+}
 
 impl Hash32 {
     /// The `prev_hash` of a run's first record.
@@ -103,6 +115,11 @@ macro_rules! string_id {
             }
             pub fn as_str(&self) -> &str {
                 &self.0
+            }
+            /// An id as read from a stored event, unchecked, exactly as serde's decoding
+            /// makes it (`codec`'s event reader): checked with [`Self::validate`] where used.
+            pub(crate) fn decoded(value: String) -> Self {
+                $name(value)
             }
             /// Ids that arrive inside decoded records are re-checked with this before use.
             pub fn validate(&self) -> Result<(), InvalidId> {

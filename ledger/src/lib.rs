@@ -8,7 +8,8 @@
 //! - [`lineage`]: how an output came to be, from indexes.
 //! - [`export`]: a run's chain as JSON lines, checkable without the ledger.
 //! - [`head`]: heads kept outside the ledger, signed with ed25519.
-//! - [`packs`], [`payload_index`]: payloads stored a commit group at a time, found by hash.
+//! - [`packs`], [`payload_index`]: payloads stored a commit group at a time, found by hash;
+//!   [`payload_cursor`] reads a run's in seq order.
 //! - [`purge`]: purging payload bytes, recorded in a hash-chained purge log.
 //! - [`scratch`]: a ledger that applies the rules in memory and keeps nothing (re-execution).
 //!
@@ -26,6 +27,7 @@ pub mod ledger;
 pub mod lineage;
 pub mod packs;
 mod payload_check;
+pub mod payload_cursor;
 pub mod payload_index;
 pub mod projection;
 pub mod purge;

@@ -141,7 +141,7 @@ pub(crate) fn check(
     payloads: &[(Hash32, u64)],
 ) -> Result<PayloadCheck> {
     let mut scan = scan_packs(store, run, payloads.len())?;
-    if scan.pack_failure.is_none() {
+    if scan.pack_failure.is_none() && !scan.altered.is_empty() {
         // An entry that does not hash to its key is tampering even when nothing references
         // it (its hash may have been edited); one that is referenced is reported where it
         // is first referenced, below.

@@ -359,9 +359,13 @@ impl Ledger {
         let store = self.store();
         let want_at = opts.expected_head.and_then(|h| h.count.checked_sub(1));
         let (tx, rx) = crossbeam_channel::bounded::<Batch>(4);
-        let mut proj = MemProj::with_capacity(expected_records(store, run));
-        let mut payloads = Vec::new();
-        let mut seen_payloads: hashbrown::HashSet<Hash32> = hashbrown::HashSet::new();
+        let records = expected_records(store, run);
+        let mut proj = MemProj::with_capacity(records);
+        let mut payloads = Vec::with_capacity(records);
+        // A run references about one payload per projection record (a row, its states'
+        // outputs): room made once instead of growing through every power of two.
+        let mut seen_payloads: hashbrown::HashSet<Hash32> =
+            hashbrown::HashSet::with_capacity(records);
         let mut refs = Vec::new();
         let mut stopped = None;
         let mut step = |seq: u64, hash: Hash32, event: &Event| -> Option<Failure> {
@@ -397,7 +401,7 @@ impl Ledger {
                     }
                     Batch::Undecoded(segment, records) => {
                         for r in records {
-                            let event = match codec::decode::<Event>(&segment[r.start..r.end]) {
+                            let event = match codec::decode_event(&segment[r.start..r.end]) {
                                 Ok(e) => e,
                                 Err(e) => {
                                     stopped = Some(fail(

@@ -205,7 +205,8 @@ pub fn reexecute_recorded(
     let fail_at_end = (finished == Some(FinalStatus::Failed))
         .then(|| "the recorded run failed after its last recorded row".to_string());
     let source = RecordedSource::new(
-        ledger.clone(),
+        ledger,
+        run,
         recorded.rows.clone(),
         config,
         fail_at_end,
@@ -413,7 +414,7 @@ fn not_reexecuted(
     for (i, info) in recorded.rows.iter().enumerate() {
         let present = ledger.payload(&info.payload)?.is_some()
             && match &info.detail {
-                Some(d) => ledger.payload(d)?.is_some(),
+                Some((d, _)) => ledger.payload(d)?.is_some(),
                 None => true,
             };
         if !present || i as u64 == first.row {

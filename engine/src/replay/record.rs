@@ -10,7 +10,10 @@ use attest_ledger::{Event, FinalStatus, Hash32, Ledger, LedgerError, NodeId, Nod
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct RowInfo {
     pub payload: Hash32,
-    pub detail: Option<Hash32>,
+    /// The seq of its `RowIngested`: where in the run's packs its payload is.
+    pub seq: u64,
+    /// Its `RowDetail`'s payload and seq.
+    pub detail: Option<(Hash32, u64)>,
     /// The validation error the run recorded for it.
     pub quarantined: Option<String>,
 }
@@ -95,12 +98,13 @@ impl Recorder {
             // The rules keep rows contiguous from 0, so a row's index is its place here.
             Event::RowIngested { payload, .. } => r.rows.push(RowInfo {
                 payload: *payload,
+                seq,
                 detail: None,
                 quarantined: None,
             }),
             Event::RowDetail { row, detail } => {
                 if let Some(info) = r.rows.get_mut(*row as usize) {
-                    info.detail = Some(*detail);
+                    info.detail = Some((*detail, seq));
                 }
             }
             Event::ValidationFailed { row, error } => {

@@ -12,7 +12,8 @@ use crate::config::{PipelineConfig, SourceFormat};
 use crate::formats::Validator;
 use crate::run::io::{Quarantine, RowSource, SourceError, SourceRecord};
 use crate::value::Value;
-use attest_ledger::Ledger;
+use attest_ledger::payload_cursor::PayloadCursor;
+use attest_ledger::{Ledger, RunId};
 use std::sync::{Arc, Mutex};
 
 /// Why a row cannot be re-executed, found while reading it.
@@ -23,7 +24,8 @@ pub(crate) struct Unavailable {
 }
 
 pub(crate) struct RecordedSource {
-    ledger: Ledger,
+    /// The rows' payloads, read in row order: one pass over the run's packs.
+    payloads: PayloadCursor,
     rows: Vec<RowInfo>,
     next: usize,
     /// The field order of the rows read (a shape, see [`super::detail`]).
@@ -38,14 +40,15 @@ pub(crate) struct RecordedSource {
 
 impl RecordedSource {
     pub(crate) fn new(
-        ledger: Ledger,
+        ledger: &Ledger,
+        run: &RunId,
         rows: Vec<RowInfo>,
         config: &PipelineConfig,
         fail_at_end: Option<String>,
         unavailable: Arc<Mutex<Option<Unavailable>>>,
     ) -> RecordedSource {
         RecordedSource {
-            ledger,
+            payloads: PayloadCursor::new(ledger, run),
             rows,
             next: 0,
             order: Value::Null,
@@ -57,8 +60,14 @@ impl RecordedSource {
     }
 
     /// The row's payload bytes, or (having noted why) `None`.
-    fn payload(&self, row: u64, what: &str, hash: &attest_ledger::Hash32) -> Option<Vec<u8>> {
-        let reason = match self.ledger.payload(hash) {
+    fn payload(
+        &mut self,
+        row: u64,
+        what: &str,
+        hash: &attest_ledger::Hash32,
+        seq: u64,
+    ) -> Option<Vec<u8>> {
+        let reason = match self.payloads.get(hash, seq) {
             Ok(Some(bytes)) => return Some(bytes),
             Ok(None) => format!("its {what} ({hash}) is not in the ledger (purged)"),
             Err(e) => format!("its {what} cannot be read: {e}"),
@@ -70,14 +79,14 @@ impl RecordedSource {
     }
 
     fn read(&mut self, row: u64, info: &RowInfo) -> Result<Option<SourceRecord>, String> {
-        let Some(bytes) = self.payload(row, "payload", &info.payload) else {
+        let Some(bytes) = self.payload(row, "payload", &info.payload, info.seq) else {
             return Ok(None);
         };
         let raw: Value = serde_json::from_slice(&bytes)
             .map_err(|e| format!("row {row}: the recorded payload is not JSON: {e}"))?;
         let mut quarantine_row = None;
-        if let Some(h) = &info.detail {
-            let Some(bytes) = self.payload(row, "detail", h) else {
+        if let Some((h, seq)) = &info.detail {
+            let Some(bytes) = self.payload(row, "detail", h, *seq) else {
                 return Ok(None);
             };
             let detail = read_detail(&bytes).map_err(|e| format!("row {row}: detail: {e}"))?;
