@@ -177,7 +177,18 @@ pub fn append_record<T: Serialize>(
     event: &T,
     max_event_len: usize,
 ) -> Result<Result<Hash32, usize>, CodecError> {
-    append_framed(out, seq, prev, max_event_len, |out| encode_into(event, out))
+    append_framed(out, seq, prev, max_event_len, Chain::Hashed, |out| {
+        encode_into(event, out)
+    })
+}
+
+/// Whether a framed record gets its chain hash.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Chain {
+    Hashed,
+    /// The hash field is left zero and [`Hash32::ZERO`] returned: for records that are
+    /// dropped once framed and whose chain nothing reads (a scratch ledger's).
+    Skipped,
 }
 
 /// [`append_record`] for an event, encoded by [`encode_event_into`]: the writer's path.
@@ -187,8 +198,9 @@ pub fn append_event(
     prev: &Hash32,
     event: &Event,
     max_event_len: usize,
+    chain: Chain,
 ) -> Result<Result<Hash32, usize>, CodecError> {
-    append_framed(out, seq, prev, max_event_len, |out| {
+    append_framed(out, seq, prev, max_event_len, chain, |out| {
         encode_event_into(event, out)
     })
 }
@@ -198,6 +210,7 @@ fn append_framed(
     seq: u64,
     prev: &Hash32,
     max_event_len: usize,
+    chain: Chain,
     encode: impl FnOnce(&mut Vec<u8>) -> Result<(), CodecError>,
 ) -> Result<Result<Hash32, usize>, CodecError> {
     let start = out.len();
@@ -212,7 +225,10 @@ fn append_framed(
         out.truncate(start);
         return Ok(Err(len));
     }
-    let hash = record_hash(FORMAT_VERSION, seq, prev, &out[body..]);
+    let hash = match chain {
+        Chain::Hashed => record_hash(FORMAT_VERSION, seq, prev, &out[body..]),
+        Chain::Skipped => Hash32::ZERO,
+    };
     let header = &mut out[start..body];
     header[..4].copy_from_slice(&(len as u32).to_le_bytes());
     header[4..6].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
@@ -680,7 +696,7 @@ mod tests {
             // Framed, the record and its hash are append_record's.
             let (mut a, mut b) = (Vec::new(), Vec::new());
             let prev = Hash32::of(b"prev");
-            let ha = append_event(&mut a, 9, &prev, &event, DECODE_LIMIT).unwrap();
+            let ha = append_event(&mut a, 9, &prev, &event, DECODE_LIMIT, Chain::Hashed).unwrap();
             let hb = append_record(&mut b, 9, &prev, &event, DECODE_LIMIT).unwrap();
             proptest::prop_assert_eq!((a, ha), (b, hb));
         }

@@ -3,9 +3,12 @@
 //! Re-execution (`attest replay`) runs a recorded pipeline again through the same executor
 //! as `attest run`, and that executor writes to a [`Ledger`]. A scratch ledger takes its
 //! commits as the real writer does — items resolved (attempt numbers and call indices
-//! allocated by the ledger), encoded into records, hashed and applied through
-//! [`crate::rules::apply`] — but keeps the projections in memory, stores no record and no
-//! payload, and hands every event it accepts to an observer instead. Nothing touches disk,
+//! allocated by the ledger), encoded into records (so the size rule holds) and applied
+//! through [`crate::rules::apply`] — but keeps the projections in memory, stores no record
+//! and no payload, and hands every event it accepts to an observer instead. Its records
+//! are not hashed: they are dropped, and re-execution compares states, routes and
+//! outcomes, never a chain (the hashes were 7% of a full replay's instructions), so its
+//! run heads are zero. Nothing touches disk,
 //! which is what lets re-executing a run cost a fraction of running it (sled's inserts are
 //! most of a run).
 //!
@@ -19,6 +22,7 @@
 //! Reads see an empty ledger: [`Ledger::payload`] finds nothing and [`Ledger::run_record`]
 //! knows no run. The executor never reads back what it wrote, so it does not notice.
 
+use crate::codec::Chain;
 use crate::error::{LedgerError, Result};
 use crate::event::Event;
 use crate::ids::RunId;
@@ -66,7 +70,7 @@ struct Scratch {
     runs: HashMap<RunId, MemProj>,
     /// Why a commit was refused: every later commit is refused for it too.
     refused: Option<String>,
-    /// Records are encoded (their hash is the run's head) and then dropped.
+    /// Records are encoded (unhashed) and then dropped.
     segment: Vec<u8>,
     events: Vec<Event>,
     observer: Observer,
@@ -100,7 +104,14 @@ impl Scratch {
         let proj = self.runs.entry(run.clone()).or_default();
         self.segment.clear();
         self.events.clear();
-        let applied = apply_items(proj, run, items, &mut self.segment, Some(&mut self.events));
+        let applied = apply_items(
+            proj,
+            run,
+            items,
+            &mut self.segment,
+            Some(&mut self.events),
+            Chain::Skipped,
+        );
         match applied {
             Ok((receipt, _)) => {
                 for (i, event) in self.events.iter().enumerate() {

@@ -808,7 +808,7 @@ fn apply_commit(
     // A pipeline-shaped commit changes about one record per two events.
     let mut tx = TxProj::reusing(&mut base, std::mem::take(spare), items.len() / 2 + 4);
     segment.clear();
-    let (receipt, started) = apply_items(&mut tx, run, items, segment, None)?;
+    let (receipt, started) = apply_items(&mut tx, run, items, segment, None, codec::Chain::Hashed)?;
     *spare = tx.commit();
     if spare.capacity() > SPARE_LIMIT {
         // One large commit (a sequencer's outcomes) must not pin its table for good.
@@ -824,13 +824,15 @@ fn apply_commit(
 /// and applies it through the integrity rules, in order, over `tx`: the one way a commit
 /// becomes records, for the ledger's writer and for a scratch ledger alike. Returns the
 /// receipt and whether the commit started the run; `events`, when given, receives the
-/// events applied. On error the caller drops `tx`, so nothing is kept.
+/// events applied. On error the caller drops `tx`, so nothing is kept. `chain` says
+/// whether records get their chain hash: only a scratch ledger, which drops them, skips it.
 pub(crate) fn apply_items(
     tx: &mut dyn Proj,
     run: &RunId,
     items: Vec<Item>,
     segment: &mut Vec<u8>,
     mut events: Option<&mut Vec<Event>>,
+    chain: codec::Chain,
 ) -> Result<(Receipt, bool)> {
     let mut receipt = Receipt {
         first_seq: 0,
@@ -846,16 +848,17 @@ pub(crate) fn apply_items(
         if let Event::RunStarted { .. } = event {
             started = true;
         }
-        let hash = match codec::append_event(segment, seq, &prev, &event, codec::DECODE_LIMIT)? {
-            Ok(hash) => hash,
-            Err(len) => {
-                return Err(violation(
-                    Rule::WellFormed,
-                    "EVENT_TOO_LARGE",
-                    format!("{} event of {len} bytes", event.name()),
-                ))
-            }
-        };
+        let hash =
+            match codec::append_event(segment, seq, &prev, &event, codec::DECODE_LIMIT, chain)? {
+                Ok(hash) => hash,
+                Err(len) => {
+                    return Err(violation(
+                        Rule::WellFormed,
+                        "EVENT_TOO_LARGE",
+                        format!("{} event of {len} bytes", event.name()),
+                    ))
+                }
+            };
         rules::apply(tx, run, seq, hash, &event)?;
         if i == 0 {
             receipt.first_seq = seq;
