@@ -653,7 +653,7 @@ impl<'a> ProjIndex<'a> {
             return Ok(false);
         }
         buf.clear();
-        codec::encode_into(e.value, buf)?;
+        codec::encode_proj_into(e.value, buf)?;
         Ok(buf.as_slice() == value)
     }
 
