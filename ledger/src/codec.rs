@@ -11,6 +11,8 @@ use crate::ids::Hash32;
 use crate::projection::PVal;
 use serde::{de::DeserializeOwned, Serialize};
 
+#[cfg(test)]
+pub(crate) mod arb;
 mod direct;
 mod event_reader;
 
@@ -303,6 +305,7 @@ fn parse_record(bytes: &[u8]) -> Result<(RawRecord<'_>, usize), CodecError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::arb;
     use crate::ids::RunId;
 
     fn sample() -> Event {
@@ -432,258 +435,11 @@ mod tests {
         assert!(decode::<Event>(&hostile).is_err());
     }
 
-    /// Generated values of every shape the hand-written encoders (`direct`) cover, with
-    /// integers on both sides of each varint boundary.
-    mod arb {
-        use crate::event::{Event, Outcome, SinkWrite, StateResult};
-        use crate::ids::{BatchId, Hash32, NodeId, StateId, Subject, TokenId};
-        use crate::projection::*;
-        use proptest::prelude::*;
-
-        pub fn int() -> BoxedStrategy<u64> {
-            prop_oneof![
-                0u64..=250,
-                251u64..=65_535,
-                65_536u64..=u64::from(u32::MAX),
-                any::<u64>(),
-                Just(250u64),
-                Just(251u64),
-                Just(u64::from(u16::MAX) + 1),
-                Just(u64::from(u32::MAX) + 1),
-            ]
-            .boxed()
-        }
-
-        fn small() -> BoxedStrategy<u32> {
-            prop_oneof![any::<u32>(), 0u32..300].boxed()
-        }
-
-        fn text() -> BoxedStrategy<String> {
-            // Long enough to cross the one-byte length, any characters.
-            prop_oneof![".{0,8}", ".{240,300}"].boxed()
-        }
-
-        fn hash() -> BoxedStrategy<Hash32> {
-            any::<[u8; 32]>().prop_map(Hash32).boxed()
-        }
-
-        fn node() -> BoxedStrategy<NodeId> {
-            "[a-z_]{1,12}".prop_map(|s| NodeId::new(s).unwrap()).boxed()
-        }
-
-        fn token() -> BoxedStrategy<TokenId> {
-            "t[0-9.a-z]{0,12}"
-                .prop_map(|s| TokenId::new(s).unwrap())
-                .boxed()
-        }
-
-        fn batch() -> BoxedStrategy<BatchId> {
-            "[a-z]{1,6}#b[0-9]{1,4}"
-                .prop_map(|s| BatchId::new(s).unwrap())
-                .boxed()
-        }
-
-        fn state_id() -> BoxedStrategy<StateId> {
-            let subject = prop_oneof![
-                token().prop_map(Subject::Token),
-                batch().prop_map(Subject::Batch)
-            ];
-            (subject, node(), small())
-                .prop_map(|(subject, node, attempt)| StateId {
-                    subject,
-                    node,
-                    attempt,
-                })
-                .boxed()
-        }
-
-        fn write() -> BoxedStrategy<SinkWrite> {
-            (node(), int())
-                .prop_map(|(sink, ordinal)| SinkWrite { sink, ordinal })
-                .boxed()
-        }
-
-        fn outcome() -> BoxedStrategy<Outcome> {
-            prop_oneof![
-                write().prop_map(|write| Outcome::Completed { write }),
-                write().prop_map(|write| Outcome::Routed { write }),
-                proptest::option::of(write()).prop_map(|write| Outcome::Quarantined { write }),
-                (write(), text()).prop_map(|(write, error)| Outcome::Diverted { write, error }),
-                text().prop_map(|reason| Outcome::Discarded { reason }),
-                text().prop_map(|error| Outcome::Failed { error }),
-            ]
-            .boxed()
-        }
-
-        /// The events `direct` encodes, and one it leaves to serde.
-        pub fn event() -> BoxedStrategy<Event> {
-            let result = prop_oneof![
-                hash().prop_map(|output| StateResult::Completed { output }),
-                (text(), any::<bool>())
-                    .prop_map(|(error, retryable)| StateResult::Failed { error, retryable }),
-            ];
-            prop_oneof![
-                (int(), node(), hash()).prop_map(|(row, source, payload)| Event::RowIngested {
-                    row,
-                    source,
-                    payload
-                }),
-                (state_id(), hash()).prop_map(|(state, input)| Event::StateOpened { state, input }),
-                (state_id(), result, int()).prop_map(|(state, result, duration_us)| {
-                    Event::StateClosed {
-                        state,
-                        result,
-                        duration_us,
-                    }
-                }),
-                (
-                    state_id(),
-                    token(),
-                    text(),
-                    prop::collection::vec(node(), 0..4)
-                )
-                    .prop_map(|(state, token, label, to)| Event::RouteDecided {
-                        state,
-                        token,
-                        label,
-                        to
-                    }),
-                (token(), outcome())
-                    .prop_map(|(token, outcome)| Event::TokenOutcome { token, outcome }),
-                (int(), text()).prop_map(|(rows_ingested, note)| Event::Checkpoint {
-                    rows_ingested,
-                    note
-                }),
-            ]
-            .boxed()
-        }
-
-        fn status() -> BoxedStrategy<StateStatus> {
-            prop_oneof![
-                Just(StateStatus::Open),
-                hash().prop_map(|output| StateStatus::Completed { output }),
-                (text(), any::<bool>())
-                    .prop_map(|(error, retryable)| StateStatus::Failed { error, retryable }),
-            ]
-            .boxed()
-        }
-
-        fn state_rec() -> BoxedStrategy<StateRec> {
-            (
-                (node(), small(), hash(), int()),
-                (status(), proptest::option::of(int()), int(), small()),
-            )
-                .prop_map(
-                    |(
-                        (node, attempt, input, opened_seq),
-                        (status, closed_seq, duration_us, calls),
-                    )| {
-                        StateRec {
-                            node,
-                            attempt,
-                            input,
-                            opened_seq,
-                            status,
-                            closed_seq,
-                            duration_us,
-                            calls,
-                        }
-                    },
-                )
-                .boxed()
-        }
-
-        fn route_rec() -> BoxedStrategy<RouteRec> {
-            (
-                node(),
-                small(),
-                text(),
-                prop::collection::vec(node(), 0..3),
-                int(),
-            )
-                .prop_map(|(node, attempt, label, to, seq)| RouteRec {
-                    node,
-                    attempt,
-                    label,
-                    to,
-                    seq,
-                })
-                .boxed()
-        }
-
-        fn origin() -> BoxedStrategy<Origin> {
-            prop_oneof![
-                Just(Origin::Source),
-                text().prop_map(|branch| Origin::Fork { branch }),
-                int().prop_map(|index| Origin::Expand { index }),
-                node().prop_map(|node| Origin::Coalesce { node }),
-                batch().prop_map(|batch| Origin::Batch { batch }),
-            ]
-            .boxed()
-        }
-
-        fn terminal() -> BoxedStrategy<Terminal> {
-            prop_oneof![
-                outcome().prop_map(Terminal::Outcome),
-                Just(Terminal::Forked),
-                Just(Terminal::Expanded),
-                token().prop_map(|into| Terminal::Coalesced { into }),
-                batch().prop_map(|batch| Terminal::ConsumedInBatch { batch }),
-            ]
-            .boxed()
-        }
-
-        fn token_rec() -> BoxedStrategy<TokenRec> {
-            let ids = || prop::collection::vec(token(), 0..3);
-            (
-                (proptest::option::of(int()), origin(), ids(), ids(), int()),
-                (
-                    prop::collection::vec(state_rec(), 0..4),
-                    prop::collection::vec(route_rec(), 0..3),
-                    prop::collection::vec(batch(), 0..3),
-                    proptest::option::of(batch()),
-                    proptest::option::of((terminal(), int())),
-                ),
-            )
-                .prop_map(
-                    |(
-                        (row, origin, parents, children, created_seq),
-                        (states, routes, batches, buffered_in, terminal),
-                    )| TokenRec {
-                        row,
-                        origin,
-                        parents,
-                        children,
-                        created_seq,
-                        states,
-                        routes,
-                        batches,
-                        buffered_in,
-                        terminal,
-                    },
-                )
-                .boxed()
-        }
-
-        /// The records `direct` encodes, and one it leaves to serde.
-        pub fn proj() -> BoxedStrategy<PVal> {
-            prop_oneof![
-                token_rec().prop_map(PVal::Token),
-                (node(), hash(), int(), proptest::option::of(text())).prop_map(
-                    |(source, payload, seq, validation_error)| PVal::Row(RowRec {
-                        source,
-                        payload,
-                        seq,
-                        validation_error,
-                    })
-                ),
-                prop::collection::vec(token(), 0..4).prop_map(PVal::SinkChunk),
-            ]
-            .boxed()
-        }
-    }
-
     proptest::proptest! {
+        // Every variant is drawn, and `direct` writes only some: enough cases that each of
+        // those is drawn hundreds of times.
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2_000))]
+
         /// The hand-written event encoder writes serde's bytes, and they decode back.
         #[test]
         fn direct_events_are_serde_bytes(event in arb::event()) {
@@ -712,7 +468,7 @@ mod tests {
 
         /// Varints on both sides of every boundary, as bincode writes a u64.
         #[test]
-        fn direct_varints_are_bincode_varints(v in arb::int()) {
+        fn direct_varints_are_bincode_varints(v in arb::num()) {
             let event = Event::Checkpoint { rows_ingested: v, note: String::new() };
             let serde = encode(&event).unwrap();
             let mut direct = Vec::new();
