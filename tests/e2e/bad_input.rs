@@ -629,6 +629,15 @@ fn output_disk_full() {
         err.contains("failed: sink output: out/full/normal.csv: flush: No space left on device"),
         "the reason is on stderr too: {err}"
     );
+    // The rows read are counted although the sink lost them (it said 0 when the flush at
+    // the run's end failed).
+    let summary = String::from_utf8_lossy(&out.stdout);
+    let rows_in: u64 = summary
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("rows in"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no `rows in` line: {summary}"));
+    assert!((1..=6).contains(&rows_in), "rows in {rows_in}: {summary}");
     assert_eq!(
         ledger_state(&s, LEDGER),
         Ledger::Verified(vec!["failed".into()])

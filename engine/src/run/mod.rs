@@ -432,6 +432,9 @@ pub(crate) fn drive(
     }
 
     // Rows already written are made durable and their outcomes recorded, whatever happened.
+    // A failed finish (a sink that cannot flush) loses the sequencer's totals; the rows
+    // it released are still the rows the run took in.
+    let released = sequencer.released();
     let totals = match sequencer.finish() {
         Ok(t) => Some(t),
         Err(e) => {
@@ -463,7 +466,7 @@ pub(crate) fn drive(
         failed: 0,
         discarded: 0,
         quarantined: 0,
-        released: 0,
+        released,
         unanswered: Default::default(),
     });
     Ok(RunSummary {
