@@ -550,15 +550,7 @@ fn synthetic_state_ids_are_refused() {
         outputs: BatchOutputs::Passthrough,
     }];
     for row in 0..3u64 {
-        end.push(Event::TokenOutcome {
-            token: TokenId::for_row(row),
-            outcome: Outcome::Completed {
-                write: SinkWrite {
-                    sink: n("out"),
-                    ordinal: row,
-                },
-            },
-        });
+        end.push(written_to_out(row));
     }
     end.push(Event::RunFinished {
         status: FinalStatus::Completed,

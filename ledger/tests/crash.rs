@@ -116,15 +116,7 @@ fn group(row: u64) -> (Commit, Vec<Event>) {
         result: StateResult::Completed { output },
         duration_us: row,
     });
-    tail.push(Event::TokenOutcome {
-        token,
-        outcome: Outcome::Completed {
-            write: SinkWrite {
-                sink: n("out"),
-                ordinal: row,
-            },
-        },
-    });
+    tail.push(written_to_out(row));
     for e in tail {
         commit.push(e.clone());
         expected.push(e);

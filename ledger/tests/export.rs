@@ -47,16 +47,7 @@ fn exported() -> (Vec<u8>, verify::Head) {
         let out = ledger.put_value(&json!({"id": row, "label": "ü"})).unwrap();
         st.close(StateResult::Completed { output: out }, 10)
             .unwrap();
-        run.append(vec![Event::TokenOutcome {
-            token,
-            outcome: Outcome::Completed {
-                write: SinkWrite {
-                    sink: n("out"),
-                    ordinal: row,
-                },
-            },
-        }])
-        .unwrap();
+        run.append(vec![written_to_out(row)]).unwrap();
     }
     run.append(vec![Event::RunFinished {
         status: FinalStatus::Completed,

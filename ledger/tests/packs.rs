@@ -44,15 +44,7 @@ fn rows(run: &RunHandle, from: u64, rows: u64, per_commit: u64) -> Vec<Hash32> {
                 result: StateResult::Completed { output },
                 duration_us: 1,
             });
-            c.push(Event::TokenOutcome {
-                token: TokenId::for_row(row),
-                outcome: Outcome::Completed {
-                    write: SinkWrite {
-                        sink: n("out"),
-                        ordinal: row,
-                    },
-                },
-            });
+            c.push(written_to_out(row));
             hashes.extend([input, output]);
             row += 1;
         }

@@ -35,15 +35,7 @@ fn finished_run(ledger: &Ledger, id: &str, started_at_ms: u64, values: &[&str]) 
             source: n("src"),
             payload,
         });
-        c.push(Event::TokenOutcome {
-            token: TokenId::for_row(row),
-            outcome: Outcome::Completed {
-                write: SinkWrite {
-                    sink: n("out"),
-                    ordinal: row,
-                },
-            },
-        });
+        c.push(written_to_out(row));
         run.submit(c, Durability::Buffered).unwrap();
     }
     run.append(vec![Event::RunFinished {

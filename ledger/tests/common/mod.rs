@@ -11,6 +11,20 @@ pub fn n(s: &str) -> NodeId {
     NodeId::new(s).expect("test node ids are valid")
 }
 
+/// The outcome of source row `row`'s token: written to sink `out` as its `row`-th row, as
+/// the tests' one-sink pipelines write them.
+pub fn written_to_out(row: u64) -> Event {
+    Event::TokenOutcome {
+        token: TokenId::for_row(row),
+        outcome: Outcome::Completed {
+            write: SinkWrite {
+                sink: n("out"),
+                ordinal: row,
+            },
+        },
+    }
+}
+
 pub fn run_id(s: &str) -> RunId {
     RunId::new(s).expect("test run ids are valid")
 }
